@@ -1,0 +1,208 @@
+"""The composition root: arguments, config, logging; builds the objects, runs, handles signals."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from spfpolicy import __version__
+from spfpolicy.config import Config, ConfigError, load_config
+from spfpolicy.evaluator import SpfEvaluator
+from spfpolicy.model import PolicyRequest, SpfPolicyError
+from spfpolicy.policy import Receiver
+from spfpolicy.resolver import StubResolver
+from spfpolicy.server import PolicyServer
+from spfpolicy.service import PolicyService
+
+log = logging.getLogger("spfpolicy")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # a bad config file or a socket that cannot be opened
+EXIT_USAGE = 2  # argparse's own code for bad arguments
+
+# How long SIGTERM waits for in-flight requests before closing connections.
+SHUTDOWN_GRACE = 10.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the spfpolicy command line; returns the process exit code."""
+    arguments = _parser().parse_args(argv)
+    try:
+        code: int = arguments.run(arguments)
+    except ConfigError as error:
+        print(f"spfpolicy: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except SpfPolicyError as error:
+        print(f"spfpolicy: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spfpolicy", description="SPF (RFC 7208) policy daemon for Postfix."
+    )
+    parser.add_argument("--version", action="version", version=f"spfpolicy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the policy daemon")
+    serve.add_argument("--config", metavar="FILE", help="TOML configuration (default: built-in)")
+    serve.set_defaults(run=_serve)
+
+    check = commands.add_parser("check", help="evaluate one message and show the answer")
+    check.add_argument("--ip", required=True, help="the SMTP client's address")
+    check.add_argument("--helo", default="", help="the HELO/EHLO name")
+    check.add_argument("--sender", default="", help="the MAIL FROM address (empty: <>)")
+    check.add_argument("--config", metavar="FILE", help="TOML configuration (default: built-in)")
+    check.set_defaults(run=_check)
+
+    config = commands.add_parser("config", help="configuration tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    config_check = config_commands.add_parser("check", help="validate a configuration file")
+    config_check.add_argument("file", metavar="FILE")
+    config_check.set_defaults(run=_config_check)
+    return parser
+
+
+def _load(path: str | None) -> Config:
+    return load_config(path) if path else Config()
+
+
+def _receiver(config: Config) -> Receiver:
+    hostname = socket.getfqdn()
+    return Receiver(hostname=hostname, authserv_id=config.headers.authserv_id or hostname)
+
+
+def build_service(config: Config) -> PolicyService:
+    """Wire resolver, evaluator and service for one configuration."""
+    resolver = StubResolver(
+        config.dns.nameservers, port=config.dns.port, query_timeout=config.dns.query_timeout
+    )
+    receiver = _receiver(config)
+    evaluator = SpfEvaluator(resolver, receiver=receiver.hostname)
+    return PolicyService(config, evaluator, receiver)
+
+
+def _configure_logging(config: Config) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+        level=config.log.level.value.upper(),
+        force=True,
+    )
+
+
+def _config_check(arguments: argparse.Namespace) -> int:
+    load_config(arguments.file)
+    print(f"{arguments.file}: OK")
+    return EXIT_OK
+
+
+def _check(arguments: argparse.Namespace) -> int:
+    config = _load(arguments.config)
+    _configure_logging(config)
+    service = build_service(config)
+    request = PolicyRequest(
+        request="smtpd_access_policy",
+        protocol_state=config.skip.protocol_states[0],
+        protocol_name="ESMTP",
+        client_address=arguments.ip,
+        helo_name=arguments.helo,
+        sender=arguments.sender,
+        instance="spfpolicy-check",
+    )
+    explanation = service.explain(request)
+    decision = explanation.decision
+    if decision.skip_reason:
+        print(f"skipped: {decision.skip_reason} (no SPF check for this request)")
+    for evaluation in explanation.evaluations:
+        outcome = evaluation.outcome
+        print(f"{outcome.identity.value}: {outcome.result.value} for {outcome.sender or '-'}")
+        for label, text in (
+            ("mechanism", outcome.mechanism),
+            ("explanation", outcome.explanation),
+            ("problem", outcome.problem),
+        ):
+            if text:
+                print(f"  {label}: {text}")
+        for name, rdtype, result in evaluation.trace.questions:
+            print(f"  dns: {name} {rdtype} -> {result}")
+    header = decision.action.removeprefix("PREPEND ") if decision.action.startswith("PREPEND ") else ""
+    print(f"header: {header or '(none)'}")
+    print(f"action={decision.action}")
+    return EXIT_OK
+
+
+def _serve(arguments: argparse.Namespace) -> int:
+    config = _load(arguments.config)
+    _configure_logging(config)
+    service = build_service(config)
+    server = PolicyServer(
+        config.server.listen,
+        service.handle,
+        max_connections=config.server.max_connections,
+        idle_timeout=config.server.idle_timeout,
+        unix_mode=config.server.unix_mode_bits,
+        error_action=service.error_decision().action,
+    )
+    server.start()
+    daemon = _Daemon(server, arguments.config, config)
+    daemon.install_signal_handlers()
+    log.info(
+        "spfpolicy %s listening on %s", __version__, ", ".join(str(a) for a in server.addresses)
+    )
+    server.serve_forever()
+    log.info("spfpolicy stopped")
+    return EXIT_OK
+
+
+class _Daemon:
+    """Signal handling for a running server: SIGHUP reloads, SIGTERM/SIGINT stop."""
+
+    def __init__(self, server: PolicyServer, config_path: str | None, config: Config) -> None:
+        self.server = server
+        self.config_path = config_path
+        self.config = config
+        self.stopping = False
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._reload)
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            log.warning("second stop signal: exiting at once")
+            os._exit(EXIT_OK)  # not sys.exit: it would wait for connection threads
+        self.stopping = True
+        log.info("stopping: finishing requests in flight (up to %.0f s)", SHUTDOWN_GRACE)
+        # The handler runs in the main thread, inside serve_forever: shut down from another.
+        threading.Thread(
+            target=self.server.shutdown, args=(SHUTDOWN_GRACE,), name="spfpolicy-shutdown"
+        ).start()
+
+    def _reload(self, signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=self.reload, name="spfpolicy-reload").start()
+
+    def reload(self) -> None:
+        """Load the config file again; a bad file is logged and the running config stays."""
+        started = time.monotonic()
+        try:
+            config = _load(self.config_path)
+        except ConfigError as error:
+            log.error("reload failed, keeping the running configuration: %s", error)
+            return
+        if config.server.listen != self.config.server.listen:
+            log.warning("reload: [server] listen changed; restart spfpolicy to apply it")
+        logging.getLogger().setLevel(config.log.level.value.upper())
+        self.server.set_handler(build_service(config).handle)
+        self.config = config
+        log.info("configuration reloaded in %.0f ms", (time.monotonic() - started) * 1000)

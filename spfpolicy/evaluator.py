@@ -1,0 +1,161 @@
+"""check_host() for one identity: pyspf's evaluation over our resolver.
+
+This is the only module that imports pyspf. pyspf looks DNS up through a module global,
+spf.DNSLookup; install_dns_hook() sets it once to a function that finds the current
+request's resolver and deadline in a context variable, so concurrent requests in different
+threads never share or change pyspf state.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ipaddress
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import spf
+
+from spfpolicy.model import Identity, SpfOutcome, SpfResult
+from spfpolicy.resolver import DnsError, DnsRecord, Resolver
+
+log = logging.getLogger(__name__)
+
+# pyspf names errors the RFC 4408 way in places; map every name it may return.
+_RESULTS = {
+    "pass": SpfResult.PASS,
+    "fail": SpfResult.FAIL,
+    "softfail": SpfResult.SOFTFAIL,
+    "neutral": SpfResult.NEUTRAL,
+    "none": SpfResult.NONE,
+    "temperror": SpfResult.TEMPERROR,
+    "error": SpfResult.TEMPERROR,
+    "permerror": SpfResult.PERMERROR,
+    "unknown": SpfResult.PERMERROR,
+}
+
+# pyspf's message prefixes for errors; the problem= text reads better without them.
+_ERROR_PREFIXES = ("SPF Permanent Error: ", "SPF Temporary Error: ")
+
+
+@dataclass
+class LookupTrace:
+    """The DNS questions one evaluation asked, for `spfpolicy check` and the logs."""
+
+    questions: list[tuple[str, str, str]] = field(default_factory=list)  # name, type, outcome
+
+
+@dataclass
+class _LookupContext:
+    resolver: Resolver
+    deadline: float
+    trace: LookupTrace
+
+
+_current: contextvars.ContextVar[_LookupContext] = contextvars.ContextVar("spfpolicy_lookup")
+_hook_lock = threading.Lock()
+
+
+def _lookup(name: str, qtype: str, strict: object = True, timeout: object = None) -> Iterator[Any]:
+    """pyspf's DNSLookup signature, answered by the current request's resolver."""
+    context = _current.get()
+    try:
+        answer = context.resolver.query(name, qtype, context.deadline)
+    except DnsError as error:
+        context.trace.questions.append((name, qtype, error.failure.value))
+        raise spf.TempError(f"DNS {error.failure.value}: {error}") from error
+    found = f"{len(answer.records)} records" if answer.records else answer.rcode.lower()
+    context.trace.questions.append((name, qtype, found.replace("noerror", "no records")))
+    return iter([_to_pyspf(record) for record in answer.records])
+
+
+def _to_pyspf(record: DnsRecord) -> tuple[tuple[str, str], Any]:
+    return ((record.name, record.rdtype), record.value)
+
+
+def install_dns_hook() -> None:
+    """Point pyspf's DNS lookups at our resolvers; the one place a pyspf global is set."""
+    with _hook_lock:
+        spf.DNSLookup = _lookup
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """An SpfOutcome with the DNS it needed."""
+
+    outcome: SpfOutcome
+    trace: LookupTrace
+
+
+class SpfEvaluator:
+    """Runs check_host() for one identity of one request."""
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        *,
+        receiver: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        install_dns_hook()
+        self.resolver = resolver
+        self.receiver = receiver
+        self.clock = clock
+
+    def evaluate(
+        self, identity: Identity, *, client_address: str, sender: str, helo: str, deadline: float
+    ) -> Evaluation:
+        """check_host() for the HELO identity (sender ignored) or the MAIL FROM identity.
+
+        For the HELO identity and for the null sender, RFC 7208 §2.3/§2.4 check
+        "postmaster@<helo>". Raises nothing for DNS or record trouble: those are results.
+        """
+        checked_sender = "" if identity is Identity.HELO else sender
+        trace = LookupTrace()
+        token = _current.set(_LookupContext(self.resolver, deadline, trace))
+        try:
+            return Evaluation(self._check(identity, client_address, checked_sender, helo), trace)
+        finally:
+            _current.reset(token)
+
+    def _check(self, identity: Identity, client: str, sender: str, helo: str) -> SpfOutcome:
+        query = spf.query(
+            i=client, s=sender, h=helo, receiver=self.receiver, strict=True, querytime=0
+        )
+        # An empty default explanation tells a domain's own exp= text (RFC 7208 §6.2) apart.
+        query.set_default_explanation("")
+        result_name, _code, explanation = query.check()
+        result = _RESULTS.get(result_name, SpfResult.PERMERROR)
+        problem = ""
+        if result in (SpfResult.TEMPERROR, SpfResult.PERMERROR):
+            problem = str(getattr(query, "prob", "") or explanation)
+            explanation = ""
+        for prefix in _ERROR_PREFIXES:
+            problem = problem.removeprefix(prefix)
+        return SpfOutcome(
+            identity=identity,
+            result=result,
+            domain=str(query.o or ""),
+            sender=str(query.s or ""),
+            explanation=str(explanation or "") if result is SpfResult.FAIL else "",
+            mechanism=str(query.mechanism or "") if result is not SpfResult.NONE else "",
+            problem=problem,
+        )
+
+
+def is_checkable_helo(helo: str) -> bool:
+    """True when a HELO name is a multi-label domain name worth an SPF check (§2.3).
+
+    Address literals ("[192.0.2.1]") and bare words ("localhost") have no SPF record.
+    """
+    name = helo.rstrip(".")
+    if not name or name.startswith("[") or "." not in name:
+        return False
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return all(label for label in name.split("."))
+    return False

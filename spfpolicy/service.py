@@ -1,0 +1,200 @@
+"""One request in, one Decision out: deadline, per-message memo, evaluation, logging.
+
+The server calls PolicyService.handle for every request; everything here runs in the
+connection's thread, and the only shared state (the memo) is locked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cachetools import TTLCache
+
+from spfpolicy import policy
+from spfpolicy.config import Config
+from spfpolicy.evaluator import Evaluation, LookupTrace, SpfEvaluator, is_checkable_helo
+from spfpolicy.model import (
+    Decision,
+    Identity,
+    NullObserver,
+    Observer,
+    PolicyRequest,
+    SpfOutcome,
+    SpfResult,
+)
+from spfpolicy.policy import Receiver
+
+log = logging.getLogger(__name__)
+
+# The per-message memo: RCPTs of one message arrive within one SMTP session, seconds apart;
+# ten minutes outlasts any smtpd timeout, and the bound keeps memory flat under load.
+MEMO_SIZE = 20_000
+MEMO_MAX_AGE = 600.0
+# Log fields are attacker-controlled (helo, sender): bound them.
+MAX_LOG_FIELD = 200
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A decision with the evaluations behind it (for `spfpolicy check`)."""
+
+    decision: Decision
+    evaluations: tuple[Evaluation, ...]
+
+
+class PolicyService:
+    """Decides requests with one configuration; build a new one to change the config."""
+
+    def __init__(
+        self,
+        config: Config,
+        evaluator: SpfEvaluator,
+        receiver: Receiver,
+        *,
+        observer: Observer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.evaluator = evaluator
+        self.receiver = receiver
+        self.observer: Observer = observer or NullObserver()
+        self.clock = clock
+        self._memo: TTLCache[tuple[str, ...], Decision] = TTLCache(
+            MEMO_SIZE, MEMO_MAX_AGE, timer=clock
+        )
+        self._memo_lock = threading.Lock()
+
+    def handle(self, request: PolicyRequest) -> Decision:
+        """Answer one request; never raises (an internal error gives the temperror action)."""
+        started = self.clock()
+        try:
+            decision = self._decide(request, started).decision
+        except Exception:
+            log.exception("internal error deciding a request from %s", request.client_address)
+            decision = self.error_decision()
+        duration = self.clock() - started
+        log_decision(request, decision, duration)
+        self.observer.decision_made(decision, duration)
+        return decision
+
+    def explain(self, request: PolicyRequest) -> Explanation:
+        """Decide like handle() and return the evaluations too; errors propagate."""
+        return self._decide(request, self.clock())
+
+    def error_decision(self) -> Decision:
+        """What an unexpected failure answers: the MAIL FROM temperror action, never accept."""
+        outcome = SpfOutcome(Identity.MAILFROM, SpfResult.TEMPERROR, "", "", problem="internal error")
+        verdict = policy.verdict_for(outcome, self.config)
+        if verdict not in policy.ENFORCING:
+            return Decision(policy.Disposition.ACCEPT, "DUNNO", (outcome,))
+        action = policy.enforcing_action(outcome, verdict, "this client")
+        disposition = (
+            policy.Disposition.REJECT if verdict is policy.Verdict.REJECT else policy.Disposition.DEFER
+        )
+        return Decision(disposition, action, (outcome,))
+
+    def _decide(self, request: PolicyRequest, started: float) -> Explanation:
+        reason = policy.skip_reason(request, self.config)
+        if reason:
+            return Explanation(policy.skip_decision(reason), ())
+        key = (request.instance, request.client_address, request.helo_name, request.sender)
+        if request.instance:
+            with self._memo_lock:
+                earlier = self._memo.get(key)
+            if earlier is not None:
+                return Explanation(policy.reuse(earlier), ())
+        deadline = started + self.config.spf.time_budget
+        evaluations = self._evaluate(request, deadline)
+        outcomes = [evaluation.outcome for evaluation in evaluations]
+        decision = policy.decide(request, outcomes, self.config, self.receiver)
+        if request.instance:
+            with self._memo_lock:
+                self._memo[key] = decision
+        return Explanation(decision, tuple(evaluations))
+
+    def _evaluate(self, request: PolicyRequest, deadline: float) -> list[Evaluation]:
+        """Evaluate identities in order; an enforcing HELO verdict ends the request (§2.3)."""
+        helo_checkable = is_checkable_helo(request.helo_name)
+        client = str(policy.client_ip(request.client_address))
+        evaluations: list[Evaluation] = []
+        for identity in policy.identities_to_check(request, self.config, helo_checkable):
+            evaluation = self._evaluate_one(identity, request, client, deadline)
+            evaluations.append(evaluation)
+            if policy.verdict_for(evaluation.outcome, self.config) in policy.ENFORCING:
+                break
+        return evaluations
+
+    def _evaluate_one(
+        self, identity: Identity, request: PolicyRequest, client: str, deadline: float
+    ) -> Evaluation:
+        try:
+            return self.evaluator.evaluate(
+                identity,
+                client_address=client,
+                sender=request.sender,
+                helo=request.helo_name,
+                deadline=deadline,
+            )
+        except Exception as error:
+            # A pyspf bug on a junk record must not cost the request: temperror, logged.
+            log.exception("SPF %s evaluation failed for sender=%s", identity, _field(request.sender))
+            outcome = SpfOutcome(
+                identity, SpfResult.TEMPERROR, "", request.sender, problem=f"internal error: {error}"
+            )
+            return Evaluation(outcome, LookupTrace())
+
+
+def log_decision(request: PolicyRequest, decision: Decision, duration: float) -> None:
+    """The one log line per decision that answers "why was this message rejected?"."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    results = {outcome.identity: outcome for outcome in decision.outcomes}
+    log.info(
+        "decision instance=%s queue_id=%s client=%s helo=%s sender=%s helo_result=%s "
+        "mailfrom_result=%s disposition=%s%s action=%s duration_ms=%.1f",
+        _field(request.instance),
+        _field(request.queue_id),
+        _field(request.client_address),
+        _field(request.helo_name),
+        _field(request.sender),
+        _result(results.get(Identity.HELO)),
+        _result(results.get(Identity.MAILFROM)),
+        decision.disposition.value,
+        _extra(decision),
+        _field(decision.action),
+        duration * 1000,
+    )
+
+
+def _result(outcome: SpfOutcome | None) -> str:
+    if outcome is None:
+        return "-"
+    detail = outcome.problem or outcome.mechanism
+    return f"{outcome.result.value}" + (f"({_field(detail)})" if detail else "")
+
+
+def _extra(decision: Decision) -> str:
+    parts = []
+    if decision.skip_reason:
+        parts.append(f" skip_reason={decision.skip_reason}")
+    if decision.would_have is not None:
+        parts.append(f" would_have={decision.would_have.value}")
+    if decision.reused:
+        parts.append(" reused=yes")
+    return "".join(parts)
+
+
+def _field(value: str) -> str:
+    """A log value: bare when plain, JSON-quoted when it has spaces or control characters."""
+    if len(value) > MAX_LOG_FIELD:
+        value = value[:MAX_LOG_FIELD] + "..."
+    if not value:
+        return '""'
+    if value.isprintable() and " " not in value and '"' not in value:
+        return value
+    return json.dumps(value)

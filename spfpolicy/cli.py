@@ -135,7 +135,9 @@ def _check(arguments: argparse.Namespace) -> int:
                 print(f"  {label}: {text}")
         for name, rdtype, result in evaluation.trace.questions:
             print(f"  dns: {name} {rdtype} -> {result}")
-    header = decision.action.removeprefix("PREPEND ") if decision.action.startswith("PREPEND ") else ""
+    header = (
+        decision.action.removeprefix("PREPEND ") if decision.action.startswith("PREPEND ") else ""
+    )
     print(f"header: {header or '(none)'}")
     print(f"action={decision.action}")
     return EXIT_OK

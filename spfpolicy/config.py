@@ -174,7 +174,8 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{source}: not valid TOML: {error}") from error
-    return _build(Config, document, source, "")
+    config: Config = _build(Config, document, source, "")
+    return config
 
 
 def _attribute_name(key: str) -> str:
@@ -217,7 +218,7 @@ def _build(cls: type[Any], table: Any, source: str, section: str) -> Any:
         item = fields[key]
         dotted = f"{section}.{key}" if section else key
         kind = hints[item.name]
-        if dataclasses.is_dataclass(kind):
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
             values[item.name] = _build(kind, raw, source, dotted)
         else:
             values[item.name] = _convert(raw, kind, dict(item.metadata), f"{source}: {dotted}")

@@ -19,7 +19,7 @@ class SpfPolicyError(Exception):
 class SpfResult(StrEnum):
     """The results of check_host() (RFC 7208 §2.6)."""
 
-    PASS = "pass"  # the client is authorised to use the identity
+    PASS = "pass"  # noqa: S105 (not a password) -- the client is authorised to use the identity
     FAIL = "fail"  # the client is explicitly not authorised
     SOFTFAIL = "softfail"  # probably not authorised; the domain does not want a reject
     NEUTRAL = "neutral"  # the domain makes no assertion about the client

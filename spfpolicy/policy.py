@@ -11,8 +11,15 @@ from dataclasses import dataclass
 
 from spfpolicy.config import Config, HeaderType
 from spfpolicy.headers import authentication_results, received_spf
-from spfpolicy.model import Decision, Disposition, Identity, PolicyRequest, SpfOutcome, SpfResult
-from spfpolicy.model import Verdict
+from spfpolicy.model import (
+    Decision,
+    Disposition,
+    Identity,
+    PolicyRequest,
+    SpfOutcome,
+    SpfResult,
+    Verdict,
+)
 
 POLICY_REQUEST = "smtpd_access_policy"  # the only request type Postfix sends today
 # Postfix rejects a PREPEND at END-OF-MESSAGE: the headers are already received.
@@ -69,7 +76,9 @@ def client_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
     return address
 
 
-def identities_to_check(request: PolicyRequest, config: Config, helo_checkable: bool) -> list[Identity]:
+def identities_to_check(
+    request: PolicyRequest, config: Config, helo_checkable: bool
+) -> list[Identity]:
     """The identities to evaluate, in order (RFC 7208 §2.3, §2.4).
 
     With the null sender the MAIL FROM identity is postmaster@HELO, which is the HELO check
@@ -120,7 +129,9 @@ def enforcing_action(outcome: SpfOutcome, verdict: Verdict, client: str) -> str:
 def _reason(outcome: SpfOutcome, client: str) -> str:
     identity, domain = outcome.identity.value, outcome.domain or "(none)"
     if outcome.result is SpfResult.FAIL:
-        text = f"SPF {identity} check failed: host {client} is not allowed to send mail for {domain}"
+        text = (
+            f"SPF {identity} check failed: host {client} is not allowed to send mail for {domain}"
+        )
         return f"{text} - {outcome.explanation}" if outcome.explanation else text
     prefix = f"SPF {identity} check of {domain} for host {client}"
     if outcome.result is SpfResult.PERMERROR:

@@ -146,9 +146,10 @@ class StubResolver:
             reply = self._tcp(request, server, deadline)
         rcode = reply.rcode()
         if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            question = request.question[0]
+            asked = f"{question.name} {dns.rdatatype.to_text(question.rdtype)}"
             raise DnsError(
-                DnsFailure.SERVFAIL, f"{server} answered {dns.rcode.to_text(rcode)} "
-                f"for {request.question[0].name} {dns.rdatatype.to_text(request.question[0].rdtype)}"
+                DnsFailure.SERVFAIL, f"{server} answered {dns.rcode.to_text(rcode)} for {asked}"
             )
         return reply
 

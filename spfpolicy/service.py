@@ -20,12 +20,14 @@ from spfpolicy.config import Config
 from spfpolicy.evaluator import Evaluation, LookupTrace, SpfEvaluator, is_checkable_helo
 from spfpolicy.model import (
     Decision,
+    Disposition,
     Identity,
     NullObserver,
     Observer,
     PolicyRequest,
     SpfOutcome,
     SpfResult,
+    Verdict,
 )
 from spfpolicy.policy import Receiver
 
@@ -88,14 +90,14 @@ class PolicyService:
 
     def error_decision(self) -> Decision:
         """What an unexpected failure answers: the MAIL FROM temperror action, never accept."""
-        outcome = SpfOutcome(Identity.MAILFROM, SpfResult.TEMPERROR, "", "", problem="internal error")
+        outcome = SpfOutcome(
+            Identity.MAILFROM, SpfResult.TEMPERROR, "", "", problem="internal error"
+        )
         verdict = policy.verdict_for(outcome, self.config)
         if verdict not in policy.ENFORCING:
-            return Decision(policy.Disposition.ACCEPT, "DUNNO", (outcome,))
+            return Decision(Disposition.ACCEPT, "DUNNO", (outcome,))
         action = policy.enforcing_action(outcome, verdict, "this client")
-        disposition = (
-            policy.Disposition.REJECT if verdict is policy.Verdict.REJECT else policy.Disposition.DEFER
-        )
+        disposition = Disposition.REJECT if verdict is Verdict.REJECT else Disposition.DEFER
         return Decision(disposition, action, (outcome,))
 
     def _decide(self, request: PolicyRequest, started: float) -> Explanation:
@@ -142,9 +144,15 @@ class PolicyService:
             )
         except Exception as error:
             # A pyspf bug on a junk record must not cost the request: temperror, logged.
-            log.exception("SPF %s evaluation failed for sender=%s", identity, _field(request.sender))
+            log.exception(
+                "SPF %s evaluation failed for sender=%s", identity, _field(request.sender)
+            )
             outcome = SpfOutcome(
-                identity, SpfResult.TEMPERROR, "", request.sender, problem=f"internal error: {error}"
+                identity,
+                SpfResult.TEMPERROR,
+                "",
+                request.sender,
+                problem=f"internal error: {error}",
             )
             return Evaluation(outcome, LookupTrace())
 

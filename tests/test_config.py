@@ -111,26 +111,54 @@ def test_config_is_immutable() -> None:
     [
         pytest.param("[bogus]\n", "top level: unknown key 'bogus'", id="unknown-section"),
         pytest.param("[dns]\nnameserver = []\n", "[dns]: unknown key 'nameserver'", id="typo-key"),
-        pytest.param("[dns]\nport = \"53\"\n", "dns.port: expected an integer", id="port-string"),
-        pytest.param("[dns]\nport = 70000\n", "dns.port: expected an integer from 1", id="port-range"),
+        pytest.param('[dns]\nport = "53"\n', "dns.port: expected an integer", id="port-string"),
+        pytest.param(
+            "[dns]\nport = 70000\n", "dns.port: expected an integer from 1", id="port-range"
+        ),
         pytest.param("[dns]\nport = 5.5\n", "dns.port: expected an integer", id="port-float"),
-        pytest.param("[dns]\nnameservers = [\"dns.example\"]\n", "dns.nameservers:", id="ns-name"),
-        pytest.param("[dns]\nquery_timeout = 0\n", "dns.query_timeout: expected a number", id="timeout-0"),
-        pytest.param("[spf]\ntime_budget = 120\n", "spf.time_budget: expected a number", id="budget"),
-        pytest.param("[spf]\ncheck_helo = \"yes\"\n", "spf.check_helo: expected true or false", id="bool"),
-        pytest.param("[actions.helo]\nfail = \"drop\"\n", "actions.helo.fail: expected one of", id="verdict"),
-        pytest.param("[actions.helo]\nfial = \"reject\"\n", "[actions.helo]: unknown key 'fial'", id="result-typo"),
-        pytest.param("[actions]\nhelo = \"reject\"\n", "[actions.helo] must be a table", id="not-table"),
-        pytest.param("[headers]\ntype = \"x-spf\"\n", "headers.type: expected one of", id="header-type"),
-        pytest.param("[server]\nlisten = \"inet:127.0.0.1:1\"\n", "server.listen: expected a list", id="listen-str"),
-        pytest.param("[server]\nlisten = [\"tcp:127.0.0.1:1\"]\n", "server.listen:", id="listen-kind"),
-        pytest.param("[server]\nlisten = [\"inet:::1:10035\"]\n", "brackets", id="listen-v6"),
+        pytest.param('[dns]\nnameservers = ["dns.example"]\n', "dns.nameservers:", id="ns-name"),
+        pytest.param(
+            "[dns]\nquery_timeout = 0\n", "dns.query_timeout: expected a number", id="timeout-0"
+        ),
+        pytest.param(
+            "[spf]\ntime_budget = 120\n", "spf.time_budget: expected a number", id="budget"
+        ),
+        pytest.param(
+            '[spf]\ncheck_helo = "yes"\n', "spf.check_helo: expected true or false", id="bool"
+        ),
+        pytest.param(
+            '[actions.helo]\nfail = "drop"\n', "actions.helo.fail: expected one of", id="verdict"
+        ),
+        pytest.param(
+            '[actions.helo]\nfial = "reject"\n',
+            "[actions.helo]: unknown key 'fial'",
+            id="result-typo",
+        ),
+        pytest.param(
+            '[actions]\nhelo = "reject"\n', "[actions.helo] must be a table", id="not-table"
+        ),
+        pytest.param(
+            '[headers]\ntype = "x-spf"\n', "headers.type: expected one of", id="header-type"
+        ),
+        pytest.param(
+            '[server]\nlisten = "inet:127.0.0.1:1"\n',
+            "server.listen: expected a list",
+            id="listen-str",
+        ),
+        pytest.param(
+            '[server]\nlisten = ["tcp:127.0.0.1:1"]\n', "server.listen:", id="listen-kind"
+        ),
+        pytest.param('[server]\nlisten = ["inet:::1:10035"]\n', "brackets", id="listen-v6"),
         pytest.param("[server]\nmax_connections = 0\n", "server.max_connections", id="max-conn"),
-        pytest.param("[server]\nunix_mode = \"rw\"\n", "server.unix_mode: expected an octal", id="mode"),
-        pytest.param("[skip]\nnetworks = [\"192.0.2.1/24\"]\n", "host bits set", id="net-host-bits"),
-        pytest.param("[skip]\nnetworks = [\"not-a-net\"]\n", "skip.networks:", id="net-garbage"),
-        pytest.param("[skip]\nprotocol_states = [\"RCTP\"]\n", "skip.protocol_states", id="state"),
-        pytest.param("[skip]\nnetworks = [\"192.0.2.0/24\", \"192.0.2.0/24\"]\n", "duplicates", id="dup"),
+        pytest.param(
+            '[server]\nunix_mode = "rw"\n', "server.unix_mode: expected an octal", id="mode"
+        ),
+        pytest.param('[skip]\nnetworks = ["192.0.2.1/24"]\n', "host bits set", id="net-host-bits"),
+        pytest.param('[skip]\nnetworks = ["not-a-net"]\n', "skip.networks:", id="net-garbage"),
+        pytest.param('[skip]\nprotocol_states = ["RCTP"]\n', "skip.protocol_states", id="state"),
+        pytest.param(
+            '[skip]\nnetworks = ["192.0.2.0/24", "192.0.2.0/24"]\n', "duplicates", id="dup"
+        ),
         pytest.param("[log]\nlevel = 7\n", "log.level: expected one of", id="level"),
         pytest.param("[dns\n", "not valid TOML", id="toml-syntax"),
     ],

@@ -12,7 +12,10 @@ from spfpolicy.resolver import DnsFailure
 from tests.support.fakedns import FakeResolver
 
 ZONE = {
-    "sender.example": ["TXT v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 mx -all", "MX 10 mx.sender.example"],
+    "sender.example": [
+        "TXT v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 mx -all",
+        "MX 10 mx.sender.example",
+    ],
     "mx.sender.example": ["A 198.51.100.25"],
     "soft.example": ["TXT v=spf1 ~all"],
     "neutral.example": ["TXT v=spf1 ?all"],
@@ -43,22 +46,44 @@ def far_deadline() -> float:
 @pytest.mark.parametrize(
     ("client", "sender", "result", "mechanism"),
     [
-        pytest.param("192.0.2.1", "user@sender.example", SpfResult.PASS, "ip4:192.0.2.0/24", id="ip4-pass"),
-        pytest.param("2001:db8::1", "user@sender.example", SpfResult.PASS, "ip6:2001:db8::/32", id="ip6-pass"),
-        pytest.param("::ffff:192.0.2.1", "user@sender.example", SpfResult.PASS, "ip4:192.0.2.0/24", id="mapped"),
+        pytest.param(
+            "192.0.2.1", "user@sender.example", SpfResult.PASS, "ip4:192.0.2.0/24", id="ip4-pass"
+        ),
+        pytest.param(
+            "2001:db8::1", "user@sender.example", SpfResult.PASS, "ip6:2001:db8::/32", id="ip6-pass"
+        ),
+        pytest.param(
+            "::ffff:192.0.2.1",
+            "user@sender.example",
+            SpfResult.PASS,
+            "ip4:192.0.2.0/24",
+            id="mapped",
+        ),
         pytest.param("198.51.100.25", "user@sender.example", SpfResult.PASS, "mx", id="mx-pass"),
         pytest.param("203.0.113.9", "user@sender.example", SpfResult.FAIL, "-all", id="fail"),
         pytest.param("203.0.113.9", "user@soft.example", SpfResult.SOFTFAIL, "~all", id="softfail"),
-        pytest.param("203.0.113.9", "user@neutral.example", SpfResult.NEUTRAL, "?all", id="neutral"),
+        pytest.param(
+            "203.0.113.9", "user@neutral.example", SpfResult.NEUTRAL, "?all", id="neutral"
+        ),
         pytest.param("203.0.113.9", "user@nospf.example", SpfResult.NONE, "", id="none-no-record"),
         pytest.param("203.0.113.9", "user@nx.example", SpfResult.NONE, "", id="none-nxdomain"),
-        pytest.param("192.0.2.1", "user@incl.example", SpfResult.PASS, "include:sender.example", id="include"),
-        pytest.param("192.0.2.1", "user@alias.example", SpfResult.PASS, "ip4:192.0.2.0/24", id="cname"),
+        pytest.param(
+            "192.0.2.1", "user@incl.example", SpfResult.PASS, "include:sender.example", id="include"
+        ),
+        pytest.param(
+            "192.0.2.1", "user@alias.example", SpfResult.PASS, "ip4:192.0.2.0/24", id="cname"
+        ),
         pytest.param("203.0.113.9", "user@timeout.example", SpfResult.TEMPERROR, "", id="timeout"),
-        pytest.param("203.0.113.9", "user@servfail.example", SpfResult.TEMPERROR, "", id="servfail"),
-        pytest.param("203.0.113.9", "user@dnsfail.example", SpfResult.TEMPERROR, "", id="include-timeout"),
+        pytest.param(
+            "203.0.113.9", "user@servfail.example", SpfResult.TEMPERROR, "", id="servfail"
+        ),
+        pytest.param(
+            "203.0.113.9", "user@dnsfail.example", SpfResult.TEMPERROR, "", id="include-timeout"
+        ),
         pytest.param("203.0.113.9", "user@broken.example", SpfResult.PERMERROR, "", id="bad-ip4"),
-        pytest.param("203.0.113.9", "user@twice.example", SpfResult.PERMERROR, "", id="two-records"),
+        pytest.param(
+            "203.0.113.9", "user@twice.example", SpfResult.PERMERROR, "", id="two-records"
+        ),
         pytest.param("203.0.113.9", "user@void.example", SpfResult.PERMERROR, "", id="void-limit"),
     ],
 )
@@ -66,7 +91,10 @@ def test_mailfrom_results(
     evaluator: SpfEvaluator, client: str, sender: str, result: SpfResult, mechanism: str
 ) -> None:
     outcome = evaluator.evaluate(
-        Identity.MAILFROM, client_address=client, sender=sender, helo="mta.client.example",
+        Identity.MAILFROM,
+        client_address=client,
+        sender=sender,
+        helo="mta.client.example",
         deadline=far_deadline(),
     ).outcome
     assert outcome.result is result
@@ -82,8 +110,11 @@ def test_mailfrom_results(
 
 def test_fail_carries_the_domains_own_explanation(evaluator: SpfEvaluator) -> None:
     outcome = evaluator.evaluate(
-        Identity.MAILFROM, client_address="203.0.113.9", sender="u@explained.example",
-        helo="h.example", deadline=far_deadline(),
+        Identity.MAILFROM,
+        client_address="203.0.113.9",
+        sender="u@explained.example",
+        helo="h.example",
+        deadline=far_deadline(),
     ).outcome
     assert outcome.result is SpfResult.FAIL
     assert outcome.explanation == "203.0.113.9 is not one of explained.example's servers"
@@ -91,8 +122,11 @@ def test_fail_carries_the_domains_own_explanation(evaluator: SpfEvaluator) -> No
 
 def test_fail_without_exp_has_no_explanation(evaluator: SpfEvaluator) -> None:
     outcome = evaluator.evaluate(
-        Identity.MAILFROM, client_address="203.0.113.9", sender="u@sender.example",
-        helo="h.example", deadline=far_deadline(),
+        Identity.MAILFROM,
+        client_address="203.0.113.9",
+        sender="u@sender.example",
+        helo="h.example",
+        deadline=far_deadline(),
     ).outcome
     assert (outcome.result, outcome.explanation) == (SpfResult.FAIL, "")
 
@@ -105,8 +139,11 @@ def test_helo_identity_checks_postmaster_at_helo(
     evaluator: SpfEvaluator, client: str, result: SpfResult
 ) -> None:
     outcome = evaluator.evaluate(
-        Identity.HELO, client_address=client, sender="someone@sender.example",
-        helo="mail.helo.example", deadline=far_deadline(),
+        Identity.HELO,
+        client_address=client,
+        sender="someone@sender.example",
+        helo="mail.helo.example",
+        deadline=far_deadline(),
     ).outcome
     assert outcome.result is result
     assert outcome.identity is Identity.HELO
@@ -116,7 +153,10 @@ def test_helo_identity_checks_postmaster_at_helo(
 
 def test_null_sender_mailfrom_is_postmaster_at_helo(evaluator: SpfEvaluator) -> None:
     outcome = evaluator.evaluate(
-        Identity.MAILFROM, client_address="203.0.113.7", sender="", helo="mail.helo.example",
+        Identity.MAILFROM,
+        client_address="203.0.113.7",
+        sender="",
+        helo="mail.helo.example",
         deadline=far_deadline(),
     ).outcome
     assert (outcome.result, outcome.sender) == (SpfResult.PASS, "postmaster@mail.helo.example")
@@ -124,11 +164,18 @@ def test_null_sender_mailfrom_is_postmaster_at_helo(evaluator: SpfEvaluator) -> 
 
 def test_trace_lists_the_dns_questions(evaluator: SpfEvaluator) -> None:
     evaluation = evaluator.evaluate(
-        Identity.MAILFROM, client_address="198.51.100.25", sender="u@sender.example",
-        helo="h.example", deadline=far_deadline(),
+        Identity.MAILFROM,
+        client_address="198.51.100.25",
+        sender="u@sender.example",
+        helo="h.example",
+        deadline=far_deadline(),
     )
     asked = [(name, rdtype) for name, rdtype, _ in evaluation.trace.questions]
-    assert asked == [("sender.example", "TXT"), ("sender.example", "MX"), ("mx.sender.example", "A")]
+    assert asked == [
+        ("sender.example", "TXT"),
+        ("sender.example", "MX"),
+        ("mx.sender.example", "A"),
+    ]
 
 
 def test_concurrent_evaluations_use_their_own_resolver() -> None:
@@ -143,11 +190,15 @@ def test_concurrent_evaluations_use_their_own_resolver() -> None:
         evaluator = SpfEvaluator(FakeResolver(zones[index % 2]), receiver="r.example")
         for _ in range(50):
             outcome = evaluator.evaluate(
-                Identity.MAILFROM, client_address="192.0.2.1", sender="u@race.example",
-                helo="h.example", deadline=far_deadline(),
+                Identity.MAILFROM,
+                client_address="192.0.2.1",
+                sender="u@race.example",
+                helo="h.example",
+                deadline=far_deadline(),
             ).outcome
             if results.setdefault(index, outcome.result) is not outcome.result:
                 results[index] = SpfResult.TEMPERROR  # a mix-up: never the same twice
+
     threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
     for thread in threads:
         thread.start()

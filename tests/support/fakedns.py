@@ -13,7 +13,9 @@ def _value(rdtype: str, text: str) -> RecordValue:
         preference, exchange = text.split()
         return (int(preference), exchange.rstrip("."))
     if rdtype == "TXT":
-        return tuple(part.encode() for part in shlex.split(text)) if '"' in text else (text.encode(),)
+        return (
+            tuple(part.encode() for part in shlex.split(text)) if '"' in text else (text.encode(),)
+        )
     return text.rstrip(".")
 
 

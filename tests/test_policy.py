@@ -1,0 +1,349 @@
+"""The pure decision model: skips, identities, the action matrix, reply texts."""
+
+from __future__ import annotations
+
+import pytest
+
+from spfpolicy import policy
+from spfpolicy.config import Config, parse_config
+from spfpolicy.model import (
+    Decision,
+    Disposition,
+    Identity,
+    PolicyRequest,
+    SpfOutcome,
+    SpfResult,
+    Verdict,
+)
+from spfpolicy.policy import Receiver
+
+RECEIVER = Receiver(hostname="mx.receiver.example", authserv_id="mx.receiver.example")
+REQUEST = PolicyRequest(
+    request="smtpd_access_policy",
+    protocol_state="RCPT",
+    client_address="192.0.2.1",
+    helo_name="mail.sender.example",
+    sender="user@sender.example",
+    recipient="rcpt@receiver.example",
+    instance="1A2B.3C4D",
+)
+
+
+def mailfrom(result: SpfResult, **extra: str) -> SpfOutcome:
+    return SpfOutcome(Identity.MAILFROM, result, "sender.example", "user@sender.example", **extra)
+
+
+def helo(result: SpfResult, **extra: str) -> SpfOutcome:
+    return SpfOutcome(
+        Identity.HELO, result, "mail.sender.example", "postmaster@mail.sender.example", **extra
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "config_text", "reason"),
+    [
+        pytest.param({}, "", "", id="checked"),
+        pytest.param({"request": "junk"}, "", "not_policy_request", id="other-request"),
+        pytest.param({"protocol_state": "MAIL"}, "", "protocol_state", id="mail-state"),
+        pytest.param({"protocol_state": "rcpt"}, "", "", id="state-case-insensitive"),
+        pytest.param(
+            {"protocol_state": "MAIL"},
+            '[skip]\nprotocol_states=["MAIL"]',
+            "",
+            id="configured-state",
+        ),
+        pytest.param({"client_address": "127.0.0.1"}, "", "skip_network", id="loopback"),
+        pytest.param({"client_address": "::1"}, "", "skip_network", id="loopback6"),
+        pytest.param(
+            {"client_address": "::ffff:127.0.0.1"}, "", "skip_network", id="mapped-loopback"
+        ),
+        pytest.param(
+            {"client_address": "198.51.100.7"},
+            '[skip]\nnetworks=["198.51.100.0/24"]',
+            "skip_network",
+            id="listed",
+        ),
+        pytest.param(
+            {"client_address": "127.0.0.1"}, "[skip]\nnetworks=[]", "", id="no-skip-networks"
+        ),
+        pytest.param(
+            {"client_address": "unknown"}, "", "invalid_client_address", id="unknown-client"
+        ),
+        pytest.param({"client_address": ""}, "", "invalid_client_address", id="empty-client"),
+        pytest.param({"client_address": "300.1.1.1"}, "", "invalid_client_address", id="bad-ipv4"),
+        pytest.param({"client_address": "fe80::1%eth0"}, "", "", id="scoped-ipv6"),
+        pytest.param({"sasl_username": "alice"}, "", "authenticated", id="sasl"),
+        pytest.param(
+            {"sasl_username": "alice"}, "[skip]\nauthenticated=false", "", id="sasl-checked"
+        ),
+    ],
+)
+def test_skip_reason(changes: dict[str, str], config_text: str, reason: str) -> None:
+    assert policy.skip_reason(REQUEST.replace(**changes), parse_config(config_text)) == reason
+
+
+@pytest.mark.parametrize(
+    ("sender", "check_helo", "helo_checkable", "expected"),
+    [
+        pytest.param("u@s.example", True, True, [Identity.HELO, Identity.MAILFROM], id="both"),
+        pytest.param("u@s.example", True, False, [Identity.MAILFROM], id="bare-helo"),
+        pytest.param("u@s.example", False, True, [Identity.MAILFROM], id="helo-off"),
+        pytest.param("", True, True, [Identity.HELO], id="null-sender-helo-decides"),
+        pytest.param("", False, True, [Identity.MAILFROM], id="null-sender-postmaster-helo"),
+        pytest.param("", True, False, [Identity.MAILFROM], id="null-sender-bare-helo"),
+    ],
+)
+def test_identities_to_check(
+    sender: str, check_helo: bool, helo_checkable: bool, expected: list[Identity]
+) -> None:
+    config = parse_config(f"[spf]\ncheck_helo = {str(check_helo).lower()}")
+    request = REQUEST.replace(sender=sender)
+    assert policy.identities_to_check(request, config, helo_checkable) == expected
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "config_text", "disposition", "action_start"),
+    [
+        pytest.param(
+            [mailfrom(SpfResult.PASS)],
+            "",
+            Disposition.ACCEPT,
+            "PREPEND Received-SPF: pass ",
+            id="pass",
+        ),
+        pytest.param(
+            [mailfrom(SpfResult.FAIL)],
+            "",
+            Disposition.REJECT,
+            "550 5.7.23 SPF mailfrom check failed",
+            id="fail",
+        ),
+        pytest.param(
+            [mailfrom(SpfResult.SOFTFAIL)],
+            "",
+            Disposition.ACCEPT,
+            "PREPEND Received-SPF: softfail ",
+            id="softfail",
+        ),
+        pytest.param(
+            [mailfrom(SpfResult.NEUTRAL)],
+            "",
+            Disposition.ACCEPT,
+            "PREPEND Received-SPF: neutral ",
+            id="neutral",
+        ),
+        pytest.param(
+            [mailfrom(SpfResult.NONE)],
+            "",
+            Disposition.ACCEPT,
+            "PREPEND Received-SPF: none ",
+            id="none",
+        ),
+        pytest.param(
+            [mailfrom(SpfResult.TEMPERROR, problem="DNS timeout")],
+            "",
+            Disposition.DEFER,
+            "DEFER_IF_PERMIT 4.7.24 ",
+            id="temperror",
+        ),
+        pytest.param(
+            [mailfrom(SpfResult.PERMERROR, problem="bad")],
+            "",
+            Disposition.ACCEPT,
+            "PREPEND Received-SPF: permerror ",
+            id="permerror",
+        ),
+        pytest.param(
+            [mailfrom(SpfResult.PERMERROR, problem="bad")],
+            '[actions.mailfrom]\npermerror="reject"',
+            Disposition.REJECT,
+            "550 5.7.24 ",
+            id="permerror-reject",
+        ),
+        pytest.param(
+            [mailfrom(SpfResult.SOFTFAIL)],
+            '[actions.mailfrom]\nsoftfail="defer"',
+            Disposition.DEFER,
+            "DEFER_IF_PERMIT 4.7.1 ",
+            id="softfail-defer",
+        ),
+        pytest.param(
+            [mailfrom(SpfResult.FAIL)],
+            '[actions.mailfrom]\nfail="warn"',
+            Disposition.WARN,
+            "PREPEND Received-SPF: fail ",
+            id="fail-warn",
+        ),
+        pytest.param(
+            [mailfrom(SpfResult.FAIL)],
+            '[actions.mailfrom]\nfail="accept"',
+            Disposition.ACCEPT,
+            "PREPEND Received-SPF: fail ",
+            id="fail-accept",
+        ),
+        pytest.param(
+            [mailfrom(SpfResult.PASS)],
+            '[headers]\ntype="none"',
+            Disposition.ACCEPT,
+            "DUNNO",
+            id="no-header",
+        ),
+        pytest.param(
+            [mailfrom(SpfResult.PASS)],
+            '[headers]\ntype="authentication-results"',
+            Disposition.ACCEPT,
+            "PREPEND Authentication-Results: mx.receiver.example; spf=pass",
+            id="a-r",
+        ),
+        pytest.param(
+            [helo(SpfResult.FAIL)],
+            "",
+            Disposition.REJECT,
+            "550 5.7.23 SPF helo check failed",
+            id="helo-fail",
+        ),
+        pytest.param(
+            [helo(SpfResult.PASS), mailfrom(SpfResult.FAIL)],
+            "",
+            Disposition.REJECT,
+            "550 5.7.23 SPF mailfrom",
+            id="helo-pass-mailfrom-fail",
+        ),
+        pytest.param(
+            [helo(SpfResult.FAIL), mailfrom(SpfResult.PASS)],
+            '[actions.helo]\nfail="accept"',
+            Disposition.ACCEPT,
+            "PREPEND Received-SPF: pass ",
+            id="header-is-mailfrom",
+        ),
+        pytest.param(
+            [helo(SpfResult.PASS)],
+            "",
+            Disposition.ACCEPT,
+            "PREPEND Received-SPF: pass ",
+            id="null-sender-helo",
+        ),
+        pytest.param([], "", Disposition.ACCEPT, "DUNNO", id="nothing-checked"),
+    ],
+)
+def test_decide(
+    outcomes: list[SpfOutcome], config_text: str, disposition: Disposition, action_start: str
+) -> None:
+    decision = policy.decide(REQUEST, outcomes, parse_config(config_text), RECEIVER)
+    assert decision.disposition is disposition
+    assert decision.action.startswith(action_start), decision.action
+    assert decision.outcomes == tuple(outcomes)
+    assert "\n" not in decision.action
+
+
+def test_received_spf_names_the_identity_that_decided() -> None:
+    decision = policy.decide(REQUEST, [helo(SpfResult.PASS)], Config(), RECEIVER)
+    assert "identity=helo" in decision.action
+    assert "receiver=mx.receiver.example" in decision.action
+
+
+def test_authentication_results_carries_both_identities() -> None:
+    config = parse_config('[headers]\ntype="authentication-results"')
+    decision = policy.decide(
+        REQUEST, [helo(SpfResult.PASS), mailfrom(SpfResult.SOFTFAIL)], config, RECEIVER
+    )
+    assert "spf=softfail" in decision.action
+    assert "smtp.mailfrom=" in decision.action
+    assert "smtp.helo=mail.sender.example" in decision.action
+
+
+def test_warn_records_what_would_have_happened() -> None:
+    config = parse_config('[actions.mailfrom]\nfail="warn"\ntemperror="warn"')
+    failed = policy.decide(REQUEST, [mailfrom(SpfResult.FAIL)], config, RECEIVER)
+    deferred = policy.decide(REQUEST, [mailfrom(SpfResult.TEMPERROR)], config, RECEIVER)
+    assert (failed.would_have, deferred.would_have) == (Verdict.REJECT, Verdict.DEFER)
+
+
+def test_no_prepend_at_end_of_message() -> None:
+    request = REQUEST.replace(protocol_state="END-OF-MESSAGE")
+    decision = policy.decide(request, [mailfrom(SpfResult.PASS)], Config(), RECEIVER)
+    assert decision.action == "DUNNO"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "verdict", "expected"),
+    [
+        pytest.param(
+            mailfrom(SpfResult.FAIL),
+            Verdict.REJECT,
+            "550 5.7.23 SPF mailfrom check failed: host 192.0.2.1 is not allowed to send mail "
+            "for sender.example",
+            id="fail",
+        ),
+        pytest.param(
+            mailfrom(SpfResult.FAIL, explanation="See https://sender.example/spf"),
+            Verdict.REJECT,
+            "550 5.7.23 SPF mailfrom check failed: host 192.0.2.1 is not allowed to send mail for "
+            "sender.example - See https://sender.example/spf",
+            id="fail-exp",
+        ),
+        pytest.param(
+            mailfrom(SpfResult.TEMPERROR, problem="DNS timeout: no reply"),
+            Verdict.DEFER,
+            "DEFER_IF_PERMIT 4.7.24 SPF mailfrom check of sender.example for host 192.0.2.1: "
+            "temporary error, try again later: DNS timeout: no reply",
+            id="temperror",
+        ),
+        pytest.param(
+            mailfrom(SpfResult.PERMERROR, problem="Invalid IP4 address"),
+            Verdict.REJECT,
+            "550 5.7.24 SPF mailfrom check of sender.example for host 192.0.2.1: permanent error "
+            "in the domain's SPF record: Invalid IP4 address",
+            id="permerror",
+        ),
+        pytest.param(
+            helo(SpfResult.SOFTFAIL),
+            Verdict.REJECT,
+            "550 5.7.23 SPF helo check of mail.sender.example for host 192.0.2.1: result softfail "
+            "is not accepted here",
+            id="softfail-reject",
+        ),
+    ],
+)
+def test_enforcing_action_text(outcome: SpfOutcome, verdict: Verdict, expected: str) -> None:
+    assert policy.enforcing_action(outcome, verdict, "192.0.2.1") == expected
+
+
+def test_explanation_cannot_break_the_reply() -> None:
+    outcome = mailfrom(SpfResult.FAIL, explanation="bad\r\naction=OK\x00 caf\u00e9" + "x" * 1000)
+    action = policy.enforcing_action(outcome, Verdict.REJECT, "192.0.2.1")
+    assert action.isascii()
+    assert action.isprintable()
+    assert len(action) <= policy.MAX_REPLY_TEXT + len("550 5.7.23 ")
+
+
+@pytest.mark.parametrize(
+    ("action", "reused_action"),
+    [
+        ("PREPEND Received-SPF: pass (x) client-ip=192.0.2.1", "DUNNO"),
+        ("550 5.7.23 SPF mailfrom check failed", "550 5.7.23 SPF mailfrom check failed"),
+        ("DEFER_IF_PERMIT 4.7.24 later", "DEFER_IF_PERMIT 4.7.24 later"),
+        ("DUNNO", "DUNNO"),
+    ],
+)
+def test_reuse_adds_no_second_header(action: str, reused_action: str) -> None:
+    first = Decision(Disposition.ACCEPT, action, (mailfrom(SpfResult.PASS),))
+    again = policy.reuse(first)
+    assert (again.action, again.reused, again.outcomes) == (reused_action, True, first.outcomes)
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("192.0.2.1", "192.0.2.1"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+        ("2001:db8::1", "2001:db8::1"),
+        ("fe80::1%eth0", "fe80::1"),
+        ("unknown", None),
+        ("", None),
+        ("192.0.2.1 ", None),
+    ],
+)
+def test_client_ip(text: str, address: str | None) -> None:
+    result = policy.client_ip(text)
+    assert (str(result) if result is not None else None) == address

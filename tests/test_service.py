@@ -1,0 +1,183 @@
+"""The request service: memo per message, identity order, internal errors, the decision log."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from spfpolicy.config import Config, parse_config
+from spfpolicy.evaluator import SpfEvaluator
+from spfpolicy.model import Disposition, Identity, PolicyRequest, SpfResult
+from spfpolicy.policy import Receiver
+from spfpolicy.service import PolicyService
+from tests.support.fakedns import FakeResolver
+
+ZONE = {
+    "sender.example": ["TXT v=spf1 ip4:192.0.2.0/24 -all"],
+    "mail.sender.example": ["TXT v=spf1 ip4:192.0.2.0/24 -all"],
+    "bad-helo.example": ["TXT v=spf1 -all"],
+    "junk.example": ["TXT v=spf1 include:crash.example -all"],
+}
+REQUEST = PolicyRequest(
+    request="smtpd_access_policy",
+    protocol_state="RCPT",
+    client_address="192.0.2.1",
+    helo_name="mail.sender.example",
+    sender="user@sender.example",
+    recipient="a@receiver.example",
+    instance="4F2A1.1",
+    queue_id="4F2A1",
+)
+
+
+class Service:
+    """A PolicyService over the fake zone, with the resolver exposed to count questions."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.resolver = FakeResolver(ZONE)
+        self.evaluator = SpfEvaluator(self.resolver, receiver="mx.receiver.example")
+        self.service = PolicyService(
+            config or Config(),
+            self.evaluator,
+            Receiver("mx.receiver.example", "mx.receiver.example"),
+        )
+
+
+def test_five_recipients_one_evaluation_one_header() -> None:
+    setup = Service()
+    decisions = [
+        setup.service.handle(REQUEST.replace(recipient=f"r{i}@receiver.example")) for i in range(5)
+    ]
+    assert decisions[0].action.startswith("PREPEND Received-SPF: pass")
+    assert [d.action for d in decisions[1:]] == ["DUNNO"] * 4
+    assert all(d.reused for d in decisions[1:])
+    assert setup.resolver.asked.count(("sender.example", "TXT")) == 1
+    assert setup.resolver.asked.count(("mail.sender.example", "TXT")) == 1
+
+
+def test_reject_repeats_for_every_recipient() -> None:
+    setup = Service()
+    request = REQUEST.replace(client_address="203.0.113.5", helo_name="h.client.example")
+    first, second = setup.service.handle(request), setup.service.handle(request)
+    assert first.action.startswith("550 5.7.23")
+    assert second.action == first.action
+    assert second.reused
+
+
+def test_a_new_instance_is_a_new_evaluation() -> None:
+    setup = Service()
+    setup.service.handle(REQUEST)
+    setup.service.handle(REQUEST.replace(instance="4F2A1.2"))
+    assert setup.resolver.asked.count(("sender.example", "TXT")) == 2
+
+
+def test_without_instance_nothing_is_memoised() -> None:
+    setup = Service()
+    first = setup.service.handle(REQUEST.replace(instance=""))
+    second = setup.service.handle(REQUEST.replace(instance=""))
+    assert first.action == second.action
+    assert first.action.startswith("PREPEND ")
+    assert setup.resolver.asked.count(("sender.example", "TXT")) == 2
+
+
+def test_helo_reject_ends_the_request() -> None:
+    setup = Service()
+    decision = setup.service.handle(REQUEST.replace(helo_name="bad-helo.example"))
+    assert decision.disposition is Disposition.REJECT
+    assert "SPF helo check failed" in decision.action
+    assert [o.identity for o in decision.outcomes] == [Identity.HELO]
+    assert ("sender.example", "TXT") not in setup.resolver.asked
+
+
+def test_null_sender_is_evaluated_once_as_helo() -> None:
+    setup = Service()
+    decision = setup.service.handle(REQUEST.replace(sender=""))
+    assert [(o.identity, o.result) for o in decision.outcomes] == [(Identity.HELO, SpfResult.PASS)]
+    assert "identity=helo" in decision.action
+    assert setup.resolver.asked == [("mail.sender.example", "TXT")]
+
+
+def test_skipped_requests_do_no_dns() -> None:
+    setup = Service()
+    decision = setup.service.handle(REQUEST.replace(sasl_username="alice"))
+    assert (decision.disposition, decision.action, decision.skip_reason) == (
+        Disposition.SKIP,
+        "DUNNO",
+        "authenticated",
+    )
+    assert setup.resolver.asked == []
+
+
+def test_an_evaluation_crash_becomes_temperror_and_is_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup = Service()
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Too many levels of recursion")
+
+    monkeypatch.setattr(setup.evaluator, "_check", crash)
+    with caplog.at_level(logging.INFO):
+        decision = setup.service.handle(REQUEST)
+    assert decision.action.startswith("DEFER_IF_PERMIT 4.7.24 ")
+    assert decision.outcomes[0].result is SpfResult.TEMPERROR
+    assert any(r.exc_info and "evaluation failed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_crash_outside_evaluation_still_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    setup = Service()
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr("spfpolicy.policy.decide", crash)
+    decision = setup.service.handle(REQUEST)
+    assert decision.action.startswith("DEFER_IF_PERMIT 4.7.24 ")
+
+
+def test_error_decision_follows_the_temperror_action() -> None:
+    accepting = Service(parse_config('[actions.mailfrom]\ntemperror="accept"'))
+    assert accepting.service.error_decision().action == "DUNNO"
+    assert Service().service.error_decision().action.startswith("DEFER_IF_PERMIT 4.7.24")
+
+
+def test_the_time_budget_reaches_the_resolver() -> None:
+    seen: list[float] = []
+    setup = Service(parse_config("[spf]\ntime_budget = 7.5"))
+    original = setup.resolver.query
+
+    def spy(name: str, rdtype: str, deadline: float):  # type: ignore[no-untyped-def]
+        seen.append(deadline)
+        return original(name, rdtype, deadline)
+
+    setup.resolver.query = spy  # type: ignore[method-assign]
+    now = 1000.0
+    setup.service.clock = lambda: now
+    setup.service.handle(REQUEST)
+    assert seen
+    assert set(seen) == {1007.5}
+
+
+def test_one_log_line_per_decision(caplog: pytest.LogCaptureFixture) -> None:
+    setup = Service()
+    with caplog.at_level(logging.INFO, logger="spfpolicy.service"):
+        setup.service.handle(
+            REQUEST.replace(client_address="203.0.113.5", sender="x\ny@sender.example")
+        )
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("decision ")]
+    assert len(lines) == 1
+    line = lines[0]
+    for field in (
+        "instance=4F2A1.1",
+        "queue_id=4F2A1",
+        "client=203.0.113.5",
+        "helo=mail.sender.example",
+        'sender="x\\ny@sender.example"',
+        "helo_result=fail",
+        "mailfrom_result=-",
+        "disposition=reject",
+        "duration_ms=",
+    ):
+        assert field in line
+    assert "\n" not in line

@@ -235,7 +235,7 @@ def _to_answer(reply: Any, request: dns.message.Message) -> DnsAnswer:
         if rrset.rdtype not in wanted:
             continue
         ttl = rrset.ttl if ttl is None else min(ttl, rrset.ttl)
-        owner = rrset.name.to_text(omit_final_dot=True).lower()
+        owner = _name_text(rrset.name).lower()
         type_text = dns.rdatatype.to_text(rrset.rdtype)
         records.extend(DnsRecord(owner, type_text, _value(rdata)) for rdata in rrset)
     if records:
@@ -251,15 +251,24 @@ def _negative_ttl(reply: Any) -> float:
     return 0.0
 
 
+def _name_text(name: dns.name.Name) -> str:
+    """A name as pyspf spells it: raw labels, without dnspython's presentation escapes.
+
+    SPF macros can expand to names with spaces or "%" in them (RFC 7208 §7.3); to_text()
+    would write those as "\\032" and pyspf would not recognise the answer as its own.
+    """
+    return ".".join(label.decode("latin-1") for label in name.labels if label)
+
+
 def _value(rdata: Any) -> RecordValue:
     """One rdata in the shape pyspf expects."""
     rdtype = rdata.rdtype
     if rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
         return str(rdata.address)
     if rdtype == dns.rdatatype.MX:
-        return (int(rdata.preference), rdata.exchange.to_text(omit_final_dot=True))
+        return (int(rdata.preference), _name_text(rdata.exchange))
     if rdtype in (dns.rdatatype.PTR, dns.rdatatype.CNAME):
-        return str(rdata.target.to_text(omit_final_dot=True))
+        return _name_text(rdata.target)
     if rdtype == dns.rdatatype.TXT:
         return tuple(bytes(string) for string in rdata.strings)
     return str(rdata.to_text())

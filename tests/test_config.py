@@ -204,6 +204,6 @@ def test_config_keys_lists_every_leaf_with_its_default() -> None:
 def test_readme_documents_every_key() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     for key, _default in config_keys():
-        section, _, name = key.rpartition(".")
+        section, _, _name = key.rpartition(".")
         documented = f"`{section}.RESULT`" if section.startswith("actions.") else f"`{key}`"
         assert documented in readme, f"README.md's config reference lacks {key}"

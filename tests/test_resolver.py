@@ -1,0 +1,149 @@
+"""The stub resolver against a real DNS server on loopback."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from spfpolicy.resolver import DnsAnswer, DnsError, DnsFailure, DnsRecord, StubResolver
+from tests.support.fixtures import running_dns_server
+
+ZONE = {
+    "sender.example": [
+        {"TXT": "v=spf1 ip4:192.0.2.0/24 mx -all"},
+        {"MX": [10, "mx.sender.example"]},
+        {"A": "192.0.2.10"},
+    ],
+    "mx.sender.example": [{"A": "192.0.2.25"}, {"AAAA": "2001:db8::25"}],
+    "alias.sender.example": [{"CNAME": "mx.sender.example"}],
+    "multi.example": [{"TXT": ["v=spf1 ip4:", "192.0.2.5 -all"]}],
+    "zero.example": [{"TXT": ["v=spf1 +all"]}, {"TXT": []}],
+    "big.example": [{"TXT": "v=spf1 " + " ".join(f"ip4:192.0.2.{i}" for i in range(60)) + " -all"}],
+    "25.2.0.192.in-addr.arpa": [{"PTR": "mx.sender.example"}],
+    "slow.example": ["TIMEOUT"],
+}
+
+
+@pytest.fixture(scope="module")
+def dns_port() -> Iterator[int]:
+    """A DNS server on 127.0.0.1 serving ZONE with TTL 120."""
+    with running_dns_server(ZONE, ttl=120) as port:
+        yield port
+
+
+def resolver(port: int, **options: float) -> StubResolver:
+    return StubResolver(["127.0.0.1"], port=port, query_timeout=options.get("timeout", 2.0))
+
+
+def soon() -> float:
+    return time.monotonic() + 5.0
+
+
+@pytest.mark.parametrize(
+    ("name", "rdtype", "records"),
+    [
+        pytest.param("sender.example", "A", [("sender.example", "A", "192.0.2.10")], id="a"),
+        pytest.param(
+            "mx.sender.example", "AAAA", [("mx.sender.example", "AAAA", "2001:db8::25")], id="aaaa"
+        ),
+        pytest.param(
+            "sender.example", "MX", [("sender.example", "MX", (10, "mx.sender.example"))], id="mx"
+        ),
+        pytest.param(
+            "sender.example",
+            "TXT",
+            [("sender.example", "TXT", (b"v=spf1 ip4:192.0.2.0/24 mx -all",))],
+            id="txt",
+        ),
+        pytest.param(
+            "multi.example",
+            "TXT",
+            [("multi.example", "TXT", (b"v=spf1 ip4:", b"192.0.2.5 -all"))],
+            id="txt-strings",
+        ),
+        pytest.param(
+            "25.2.0.192.in-addr.arpa",
+            "PTR",
+            [("25.2.0.192.in-addr.arpa", "PTR", "mx.sender.example")],
+            id="ptr",
+        ),
+        pytest.param("SENDER.Example", "A", [("sender.example", "A", "192.0.2.10")], id="case"),
+        pytest.param(
+            "alias.sender.example",
+            "A",
+            [
+                ("alias.sender.example", "CNAME", "mx.sender.example"),
+                ("mx.sender.example", "A", "192.0.2.25"),
+            ],
+            id="cname-chain-returned-for-pyspf",
+        ),
+    ],
+)
+def test_answers(
+    dns_port: int, name: str, rdtype: str, records: list[tuple[str, str, object]]
+) -> None:
+    answer = resolver(dns_port).query(name, rdtype, soon())
+    assert [(r.name, r.rdtype, r.value) for r in answer.records] == records
+    assert answer.ttl == 120
+
+
+def test_zero_string_txt_is_kept_beside_the_good_one(dns_port: int) -> None:
+    answer = resolver(dns_port).query("zero.example", "TXT", soon())
+    assert sorted(r.value for r in answer.records) == [(), (b"v=spf1 +all",)]  # type: ignore[type-var]
+
+
+def test_truncated_answer_is_retried_over_tcp(dns_port: int) -> None:
+    answer = resolver(dns_port).query("big.example", "TXT", soon())
+    assert len(answer.records) == 1
+    assert b"".join(answer.records[0].value).endswith(b"ip4:192.0.2.59 -all")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("name", "rdtype", "rcode"),
+    [("nx.example", "TXT", "NXDOMAIN"), ("mx.sender.example", "TXT", "NOERROR")],
+    ids=["nxdomain", "nodata"],
+)
+def test_negative_answers_are_empty_with_the_soa_ttl(
+    dns_port: int, name: str, rdtype: str, rcode: str
+) -> None:
+    answer = resolver(dns_port).query(name, rdtype, soon())
+    assert answer == DnsAnswer((), 120.0, rcode)
+
+
+def test_a_silent_server_is_a_timeout_within_the_query_timeout(dns_port: int) -> None:
+    started = time.monotonic()
+    with pytest.raises(DnsError) as raised:
+        resolver(dns_port, timeout=0.3).query("slow.example", "TXT", soon())
+    assert raised.value.failure is DnsFailure.TIMEOUT
+    assert time.monotonic() - started < 2.0
+
+
+def test_the_deadline_cuts_a_query_short(dns_port: int) -> None:
+    started = time.monotonic()
+    with pytest.raises(DnsError) as raised:
+        resolver(dns_port, timeout=5.0).query("slow.example", "TXT", time.monotonic() + 0.3)
+    assert raised.value.failure is DnsFailure.TIMEOUT
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_spent_deadline_asks_nothing(dns_port: int) -> None:
+    with pytest.raises(DnsError, match="time budget"):
+        resolver(dns_port).query("sender.example", "A", time.monotonic() - 1)
+
+
+def test_a_dead_nameserver_fails_over_to_the_next(dns_port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as unused:
+        unused.bind(("127.0.0.2", 0))
+        dead_port = unused.getsockname()[1]
+    stub = StubResolver(["127.0.0.2", "127.0.0.1"], port=dns_port, query_timeout=1.0)
+    assert dead_port  # 127.0.0.2 has nothing listening on dns_port either: refused at once
+    answer = stub.query("sender.example", "A", soon())
+    assert answer.records == (DnsRecord("sender.example", "A", "192.0.2.10"),)
+
+
+def test_unencodable_names_are_empty_answers(dns_port: int) -> None:
+    answer = resolver(dns_port).query("a" * 64 + ".example", "TXT", soon())
+    assert answer.records == ()

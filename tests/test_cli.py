@@ -97,3 +97,45 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["check"])
     assert raised.value.code == 2
     assert "--ip" in capsys.readouterr().err
+
+
+def test_check_against_a_real_dns_server(tmp_path: Path) -> None:
+    """`spfpolicy check` as an administrator runs it: results, DNS, header and action line."""
+    from tests.support.fixtures import running_dns_server
+
+    zone = {
+        "sender.example": [{"TXT": "v=spf1 mx -all"}, {"MX": [10, "mx.sender.example"]}],
+        "mx.sender.example": [{"A": "192.0.2.25"}],
+    }
+    with running_dns_server(zone) as port:
+        path = write(tmp_path, f'[dns]\nnameservers = ["127.0.0.1"]\nport = {port}\n')
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "spfpolicy",
+                "check",
+                "--config",
+                str(path),
+                "--ip",
+                "192.0.2.25",
+                "--helo",
+                "mx.sender.example",
+                "--sender",
+                "user@sender.example",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "helo: none for postmaster@mx.sender.example"
+    assert "  dns: mx.sender.example TXT -> no records" in lines
+    assert "mailfrom: pass for user@sender.example" in lines
+    assert "  mechanism: mx" in lines
+    assert "  dns: sender.example MX -> 1 records" in lines
+    assert lines[-2].startswith("header: Received-SPF: pass (")
+    assert lines[-1].startswith("action=PREPEND Received-SPF: pass (")
+    assert lines[-1].endswith("identity=mailfrom; mechanism=mx")

@@ -7,20 +7,18 @@ request goes to a callable PolicyRequest -> Decision, which set_handler() can sw
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import logging
 import os
 import selectors
 import socket
-import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from spfpolicy import protocol
+from spfpolicy import listeners, protocol
 from spfpolicy.model import (
     Decision,
     ListenAddress,
@@ -35,9 +33,6 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[PolicyRequest], Decision]
 
-# The kernel caps the accept queue at net.core.somaxconn; ask for all of it, since a busy Postfix
-# opens a burst of connections when many smtpd processes start together.
-LISTEN_BACKLOG = socket.SOMAXCONN
 # After an accept() failure such as EMFILE the connection stays queued: pause instead of spinning.
 ACCEPT_ERROR_PAUSE = 0.1
 # How often serve_forever() looks whether shutdown() has finished.
@@ -81,7 +76,7 @@ class PolicyServer:
         self._observer = observer
         self._listeners: list[socket.socket] = list(inherited_sockets)
         self._addresses: list[ListenAddress] = []  # known once bound; a closed socket has none
-        self._created_files: list[tuple[str, int, int]] = []  # (path, st_dev, st_ino)
+        self._created_files: list[listeners.SocketFile] = []
         self._acceptors: list[threading.Thread] = []
         self._connections: dict[int, _Connection] = {}
         self._numbers = itertools.count(1)
@@ -114,7 +109,7 @@ class PolicyServer:
         except SpfPolicyError:
             self.shutdown()  # closes what is open; the server cannot be started again
             raise
-        self._addresses = [_address_of(listener) for listener in self._listeners]
+        self._addresses = [listeners.address_of(listener) for listener in self._listeners]
         self._wake_read, self._wake_write = os.pipe()
         for listener, address in zip(self._listeners, self._addresses, strict=True):
             acceptor = _thread(
@@ -155,35 +150,22 @@ class PolicyServer:
         try:
             if address.kind is ListenKind.UNIX:
                 return self._open_unix(address.path)
-            return _open_inet(address.host, address.port)
+            return listeners.open_inet(address.host, address.port)
         except OSError as error:
             raise SpfPolicyError(f"cannot listen on {address}: {error}") from error
 
     def _open_unix(self, path: str) -> socket.socket:
-        """Bind a unix socket at path with the configured mode, replacing a stale socket file."""
-        _remove_stale_socket(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(path)
-            created = os.stat(path)
-            self._created_files.append((path, created.st_dev, created.st_ino))
-            os.chmod(path, self._unix_mode)  # before listen(): no client sees the umask's mode
-            sock.listen(LISTEN_BACKLOG)
-        except OSError:
-            sock.close()
-            raise
+        """Bind a unix socket at path and remember the file, to remove only our own later."""
+        sock, identity = listeners.open_unix(path, self._unix_mode)
+        self._created_files.append(identity)
         return sock
 
     def _close_listeners(self) -> None:
         """Close the listening sockets and remove the unix socket files this server created."""
         for listener in self._listeners:
             listener.close()
-        for path, device, inode in self._created_files:
-            # Only our own file: a newer instance may already have replaced it.
-            with contextlib.suppress(OSError):
-                found = os.lstat(path)
-                if (found.st_dev, found.st_ino) == (device, inode):
-                    os.unlink(path)
+        for identity in self._created_files:
+            listeners.remove_own_socket_file(identity)
 
     def _stop_accepting(self) -> None:
         """Wake and join the accept threads, then close what they listened on."""
@@ -326,57 +308,9 @@ class PolicyServer:
         return connections
 
 
-def _open_inet(host: str, port: int) -> socket.socket:
-    """Bind and listen on a TCP address; an IPv6 socket takes IPv6 only."""
-    family, kind, proto, _, sockaddr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        # A restart must not fail while old connections sit in TIME_WAIT.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            # inet:[::]:port means IPv6 only, so that inet:0.0.0.0:port can be listed beside it.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(sockaddr)
-        sock.listen(LISTEN_BACKLOG)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _remove_stale_socket(path: str) -> None:
-    """Remove a socket file left by a previous run; leave any other kind of file alone."""
-    try:
-        found = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(found.st_mode):
-        raise FileExistsError(errno.EEXIST, "exists and is not a socket", path)
-    # Stale means nobody listens: connecting is refused. Never take over a running instance's
-    # socket. The timeout covers a live server whose accept queue is full (connect would block).
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        result = probe.connect_ex(path)
-    if result == 0:
-        raise OSError(errno.EADDRINUSE, "another server is listening there", path)
-    if result != errno.ECONNREFUSED:
-        raise OSError(result, os.strerror(result), path)
-    os.unlink(path)
-
-
 def _thread(target: Callable[..., None], args: tuple[object, ...], name: str) -> threading.Thread:
     """A daemon thread: one stuck in a handler past shutdown must not keep the process alive."""
     return threading.Thread(target=target, args=args, name=name, daemon=True)
-
-
-def _address_of(listener: socket.socket) -> ListenAddress:
-    """The ListenAddress a listening socket is bound to."""
-    name = listener.getsockname()
-    if listener.family == socket.AF_UNIX:
-        return ListenAddress(ListenKind.UNIX, path=str(name))
-    return ListenAddress(ListenKind.INET, host=name[0], port=name[1])
 
 
 def _describe_peer(peer: object, address: ListenAddress) -> str:

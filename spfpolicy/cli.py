@@ -13,10 +13,10 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-from spfpolicy import __version__
+from spfpolicy import __version__, listeners, systemd
 from spfpolicy.config import Config, ConfigError, load_config
 from spfpolicy.evaluator import SpfEvaluator
-from spfpolicy.model import PolicyRequest, SpfPolicyError
+from spfpolicy.model import ListenAddress, PolicyRequest, SpfPolicyError
 from spfpolicy.policy import Receiver
 from spfpolicy.resolver import StubResolver
 from spfpolicy.server import PolicyServer
@@ -147,33 +147,57 @@ def _serve(arguments: argparse.Namespace) -> int:
     config = _load(arguments.config)
     _configure_logging(config)
     service = build_service(config)
+    inherited = systemd.listen_sockets()
+    listen = _own_listen(config.server.listen, inherited)
+    if not listen and not inherited:
+        raise SpfPolicyError(
+            "nothing to listen on: [server] listen is empty and systemd passed no socket"
+        )
     server = PolicyServer(
-        config.server.listen,
+        listen,
         service.handle,
         max_connections=config.server.max_connections,
         idle_timeout=config.server.idle_timeout,
         unix_mode=config.server.unix_mode_bits,
         error_action=service.error_decision().action,
+        inherited_sockets=inherited,
     )
     server.start()
-    daemon = _Daemon(server, arguments.config, config)
+    notifier = systemd.Notifier()
+    daemon = _Daemon(server, notifier, arguments.config, config)
     daemon.install_signal_handlers()
-    log.info(
-        "spfpolicy %s listening on %s", __version__, ", ".join(str(a) for a in server.addresses)
-    )
+    addresses = ", ".join(str(a) for a in server.addresses)
+    log.info("spfpolicy %s listening on %s", __version__, addresses)
+    notifier.ready(f"listening on {addresses}")
     server.serve_forever()
     log.info("spfpolicy stopped")
     return EXIT_OK
 
 
+def _own_listen(
+    listen: Sequence[ListenAddress], inherited: Sequence[socket.socket]
+) -> list[ListenAddress]:
+    """The configured addresses that systemd did not already pass as open sockets."""
+    passed = {listeners.address_of(sock) for sock in inherited}
+    return [address for address in listen if address not in passed]
+
+
 class _Daemon:
     """Signal handling for a running server: SIGHUP reloads, SIGTERM/SIGINT stop."""
 
-    def __init__(self, server: PolicyServer, config_path: str | None, config: Config) -> None:
+    def __init__(
+        self,
+        server: PolicyServer,
+        notifier: systemd.Notifier,
+        config_path: str | None,
+        config: Config,
+    ) -> None:
         self.server = server
+        self.notifier = notifier
         self.config_path = config_path
         self.config = config
         self.stopping = False
+        self._reload_lock = threading.Lock()  # two quick SIGHUPs reload one after the other
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
@@ -185,6 +209,7 @@ class _Daemon:
             log.warning("second stop signal: exiting at once")
             os._exit(EXIT_OK)  # not sys.exit: it would wait for connection threads
         self.stopping = True
+        self.notifier.stopping()
         log.info("stopping: finishing requests in flight (up to %.0f s)", SHUTDOWN_GRACE)
         # The handler runs in the main thread, inside serve_forever: shut down from another.
         threading.Thread(
@@ -196,15 +221,23 @@ class _Daemon:
 
     def reload(self) -> None:
         """Load the config file again; a bad file is logged and the running config stays."""
+        with self._reload_lock:
+            self._reload_now()
+
+    def _reload_now(self) -> None:
         started = time.monotonic()
+        self.notifier.reloading()
         try:
             config = _load(self.config_path)
         except ConfigError as error:
             log.error("reload failed, keeping the running configuration: %s", error)
+            self.notifier.ready("reload failed; running the previous configuration")
             return
-        if config.server.listen != self.config.server.listen:
-            log.warning("reload: [server] listen changed; restart spfpolicy to apply it")
+        if config.server != self.config.server:
+            log.warning("reload: [server] changed; restart spfpolicy to apply it")
         logging.getLogger().setLevel(config.log.level.value.upper())
-        self.server.set_handler(build_service(config).handle)
+        service = build_service(config)
+        self.server.set_handler(service.handle, service.error_decision().action)
         self.config = config
         log.info("configuration reloaded in %.0f ms", (time.monotonic() - started) * 1000)
+        self.notifier.ready("configuration reloaded")

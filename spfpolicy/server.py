@@ -92,9 +92,14 @@ class PolicyServer:
         """The addresses actually listened on, with port 0 resolved to the kernel's choice."""
         return list(self._addresses)
 
-    def set_handler(self, handler: Handler) -> None:
-        """Use handler for every request from now on, including on open connections."""
-        # One attribute assignment is atomic; each request reads the attribute once.
+    def set_handler(self, handler: Handler, error_action: str | None = None) -> None:
+        """Use handler (and error_action, if given) for every request from now on.
+
+        Open connections switch too: each request reads the attributes once, and one
+        attribute assignment is atomic.
+        """
+        if error_action is not None:
+            self._error_action = error_action
         self._handler = handler
 
     def start(self) -> None:

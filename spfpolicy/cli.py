@@ -18,9 +18,11 @@ from spfpolicy.config import Config, ConfigError, load_config
 from spfpolicy.evaluator import SpfEvaluator
 from spfpolicy.model import ListenAddress, PolicyRequest, SpfPolicyError
 from spfpolicy.policy import Receiver
-from spfpolicy.resolver import StubResolver
+from spfpolicy.resolver import CacheLimits, CachingResolver, Resolver
+from spfpolicy.resultcache import ResultCache
 from spfpolicy.server import PolicyServer
 from spfpolicy.service import PolicyService
+from spfpolicy.upstream import StubResolver
 
 log = logging.getLogger("spfpolicy")
 
@@ -83,11 +85,16 @@ def _receiver(config: Config) -> Receiver:
 
 def build_service(config: Config) -> PolicyService:
     """Wire resolver, evaluator and service for one configuration."""
-    resolver = StubResolver(
-        config.dns.nameservers, port=config.dns.port, query_timeout=config.dns.query_timeout
+    dns = config.dns
+    resolver: Resolver = StubResolver(
+        dns.nameservers, port=dns.port, query_timeout=dns.query_timeout
     )
+    if dns.cache_size:
+        limits = CacheLimits(dns.cache_size, dns.min_ttl, dns.max_ttl, dns.negative_ttl_max)
+        resolver = CachingResolver(resolver, limits)
+    result_cache = ResultCache(config.spf.result_cache_size) if config.spf.result_cache else None
     receiver = _receiver(config)
-    evaluator = SpfEvaluator(resolver, receiver=receiver.hostname)
+    evaluator = SpfEvaluator(resolver, receiver=receiver.hostname, result_cache=result_cache)
     return PolicyService(config, evaluator, receiver)
 
 
@@ -125,7 +132,10 @@ def _check(arguments: argparse.Namespace) -> int:
         print(f"skipped: {decision.skip_reason} (no SPF check for this request)")
     for evaluation in explanation.evaluations:
         outcome = evaluation.outcome
-        print(f"{outcome.identity.value}: {outcome.result.value} for {outcome.sender or '-'}")
+        reused = " (from the result cache)" if evaluation.trace.from_result_cache else ""
+        print(
+            f"{outcome.identity.value}: {outcome.result.value} for {outcome.sender or '-'}{reused}"
+        )
         for label, text in (
             ("mechanism", outcome.mechanism),
             ("explanation", outcome.explanation),

@@ -78,6 +78,11 @@ class DnsConfig:
     nameservers: tuple[str, ...] = field(default=(), metadata={"address": True})  # (): resolv.conf
     port: int = field(default=53, metadata=_range(1, 65_535))
     query_timeout: float = field(default=5.0, metadata=_range(0.05, 60))
+    cache_size: int = field(default=100_000, metadata=_range(0, 10_000_000))  # 0: no cache
+    min_ttl: float = field(default=0.0, metadata=_range(0, 86_400))  # 0: the zone's TTL holds
+    max_ttl: float = field(default=86_400.0, metadata=_range(0, 604_800))
+    # RFC 2308 §5: negative answers live for the SOA minimum; this caps a zone's choice.
+    negative_ttl_max: float = field(default=3_600.0, metadata=_range(0, 86_400))
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ class SpfConfig:
     # RFC 7208 §4.6.4: at least 20 seconds for one whole evaluation.
     time_budget: float = field(default=20.0, metadata=_range(0.1, POSTFIX_POLICY_TIMEOUT - 1))
     check_helo: bool = True
+    result_cache: bool = True  # reuse a result while it cannot differ (see resultcache.py)
+    result_cache_size: int = field(default=100_000, metadata=_range(1, 10_000_000))
 
 
 @dataclass(frozen=True)
@@ -175,6 +182,11 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{source}: not valid TOML: {error}") from error
     config: Config = _build(Config, document, source, "")
+    if config.dns.min_ttl > config.dns.max_ttl:
+        raise ConfigError(
+            f"{source}: dns.min_ttl: {config.dns.min_ttl:g} is above dns.max_ttl "
+            f"({config.dns.max_ttl:g}); raise max_ttl or lower min_ttl"
+        )
     return config
 
 

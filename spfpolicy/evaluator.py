@@ -19,8 +19,9 @@ from typing import Any
 
 import spf
 
-from spfpolicy.model import Identity, SpfOutcome, SpfResult
-from spfpolicy.resolver import DnsError, DnsRecord, Resolver
+from spfpolicy.model import Identity, NullObserver, Observer, SpfOutcome, SpfResult
+from spfpolicy.resolver import DnsAnswer, DnsError, DnsRecord, Resolver
+from spfpolicy.resultcache import ResultCache
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,35 @@ _RESULTS = {
 _ERROR_PREFIXES = ("SPF Permanent Error: ", "SPF Temporary Error: ")
 
 
+# RFC 7208 §7.3: %{t} expands to the current time, so a record using it can give a different
+# result at any moment; macro letters are case-insensitive (upper case means URL-escaped).
+_TIME_MACRO = b"%{t"
+
+
 @dataclass
 class LookupTrace:
-    """The DNS questions one evaluation asked, for `spfpolicy check` and the logs."""
+    """The DNS one evaluation used: for `spfpolicy check`, the logs and the result cache."""
 
     questions: list[tuple[str, str, str]] = field(default_factory=list)  # name, type, outcome
+    cache_hits: int = 0
+    expires: float = float("inf")  # when the first DNS answer used stops being valid
+    reusable: bool = True  # False after a DNS error or a record with a time macro
+    from_result_cache: bool = False
+
+    def record(self, name: str, rdtype: str, answer: DnsAnswer) -> None:
+        """Note one answer: where it came from, how long it lives, whether it reads the time."""
+        found = f"{len(answer.records)} records" if answer.records else answer.rcode.lower()
+        if answer.from_cache:
+            self.cache_hits += 1
+            found += " (cached)"
+        self.questions.append((name, rdtype, found.replace("noerror", "no records")))
+        self.expires = min(self.expires, answer.expires)
+        if rdtype == "TXT" and self.reusable:
+            for record in answer.records:
+                if isinstance(record.value, tuple) and any(
+                    isinstance(part, bytes) and _TIME_MACRO in part.lower() for part in record.value
+                ):
+                    self.reusable = False
 
 
 @dataclass
@@ -66,9 +91,9 @@ def _lookup(name: str, qtype: str, strict: object = True, timeout: object = None
         answer = context.resolver.query(name, qtype, context.deadline)
     except DnsError as error:
         context.trace.questions.append((name, qtype, error.failure.value))
+        context.trace.reusable = False
         raise spf.TempError(f"DNS {error.failure.value}: {error}") from error
-    found = f"{len(answer.records)} records" if answer.records else answer.rcode.lower()
-    context.trace.questions.append((name, qtype, found.replace("noerror", "no records")))
+    context.trace.record(name, qtype, answer)
     return iter([_to_pyspf(record) for record in answer.records])
 
 
@@ -98,11 +123,15 @@ class SpfEvaluator:
         resolver: Resolver,
         *,
         receiver: str,
+        result_cache: ResultCache | None = None,
+        observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         install_dns_hook()
         self.resolver = resolver
         self.receiver = receiver
+        self.result_cache = result_cache
+        self.observer: Observer = observer or NullObserver()
         self.clock = clock
 
     def evaluate(
@@ -114,12 +143,29 @@ class SpfEvaluator:
         "postmaster@<helo>". Raises nothing for DNS or record trouble: those are results.
         """
         checked_sender = "" if identity is Identity.HELO else sender
+        key = (identity, client_address, checked_sender, helo)
+        if self.result_cache is not None:
+            cached = self.result_cache.get(key)
+            self.observer.result_cache_lookup(hit=cached is not None)
+            if cached is not None:
+                return Evaluation(cached, LookupTrace(from_result_cache=True))
         trace = LookupTrace()
         token = _current.set(_LookupContext(self.resolver, deadline, trace))
         try:
-            return Evaluation(self._check(identity, client_address, checked_sender, helo), trace)
+            outcome = self._check(identity, client_address, checked_sender, helo)
         finally:
             _current.reset(token)
+        if self.result_cache is not None and self._reusable(outcome, trace):
+            self.result_cache.put(key, outcome, trace.expires)
+        return Evaluation(outcome, trace)
+
+    def _reusable(self, outcome: SpfOutcome, trace: LookupTrace) -> bool:
+        """Whether a new evaluation is certain to give the same outcome until trace.expires."""
+        return (
+            trace.reusable
+            and outcome.result is not SpfResult.TEMPERROR
+            and trace.expires > self.clock()
+        )
 
     def _check(self, identity: Identity, client: str, sender: str, helo: str) -> SpfOutcome:
         query = spf.query(

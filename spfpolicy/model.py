@@ -200,6 +200,12 @@ class Observer(Protocol):
     def dns_query(self, rdtype: str, outcome: str, duration: float) -> None:
         """One upstream DNS query finished with outcome (answer, nxdomain, timeout, ...)."""
 
+    def dns_cache_lookup(self, hit: bool) -> None:
+        """The DNS cache was asked; hit is False when an upstream query was needed."""
+
+    def result_cache_lookup(self, hit: bool) -> None:
+        """The SPF result cache was asked for one identity's result."""
+
 
 class NullObserver:
     """An Observer that ignores everything: the default when metrics are off."""
@@ -221,3 +227,9 @@ class NullObserver:
 
     def dns_query(self, rdtype: str, outcome: str, duration: float) -> None:
         """Ignore a DNS query."""
+
+    def dns_cache_lookup(self, hit: bool) -> None:
+        """Ignore a DNS cache lookup."""
+
+    def result_cache_lookup(self, hit: bool) -> None:
+        """Ignore a result cache lookup."""

@@ -1,41 +1,33 @@
-"""DNS for SPF: the Resolver seam and the dnspython stub resolver behind it.
+"""DNS for SPF: the Resolver seam, its answers and errors, and the shared TTL-aware cache.
 
 The evaluator asks one question at a time (name, type) with a deadline and gets back the answer
 section's records, CNAMEs included, so that pyspf follows CNAME chains itself and detects loops.
 NXDOMAIN and NODATA are empty answers, not errors; only timeouts and server failures raise.
+The network side is spfpolicy.upstream; CachingResolver sits in front of it and is shared by
+every connection.
 """
 
 from __future__ import annotations
 
-import logging
-import socket
-import struct
+import dataclasses
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.rcode
-import dns.rdatatype
-import dns.resolver
+from cachetools import TLRUCache
 
 from spfpolicy.model import NullObserver, Observer, SpfPolicyError
-
-log = logging.getLogger(__name__)
-
-# RFC 8467 / DNS flag day 2020: an EDNS buffer that avoids IP fragmentation.
-EDNS_PAYLOAD = 1232
-# The largest DNS message over TCP (RFC 1035 §4.2.2: a two-octet length).
-MAX_TCP_MESSAGE = 65535
 
 # What a record's value is, in the shapes pyspf works with:
 # A/AAAA/PTR/CNAME -> text, MX -> (preference, exchange), TXT -> its character-strings.
 RecordValue = str | tuple[int, str] | tuple[bytes, ...]
+
+# A server failure or a timeout is remembered this long, so that a dead domain costs the
+# requests for it one wait, not one each; short, since it may be transient (RFC 2308 §7).
+FAILURE_TTL = 2.0
 
 
 class DnsFailure(StrEnum):
@@ -47,11 +39,16 @@ class DnsFailure(StrEnum):
 
 
 class DnsError(SpfPolicyError):
-    """A DNS question failed; SPF turns this into temperror (RFC 7208 §5)."""
+    """A DNS question failed; SPF turns this into temperror (RFC 7208 §5).
 
-    def __init__(self, failure: DnsFailure, message: str) -> None:
+    cacheable is False when the failure says nothing about the name: the asking request had
+    simply used up its own time budget.
+    """
+
+    def __init__(self, failure: DnsFailure, message: str, *, cacheable: bool = True) -> None:
         super().__init__(message)
         self.failure = failure
+        self.cacheable = cacheable
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +67,8 @@ class DnsAnswer:
     records: tuple[DnsRecord, ...]
     ttl: float  # seconds the answer may be reused: record TTL, or SOA minimum when negative
     rcode: str = "NOERROR"  # "NOERROR" or "NXDOMAIN"
+    expires: float = 0.0  # clock time after which it must not be reused (0: now)
+    from_cache: bool = False
 
 
 class Resolver(Protocol):
@@ -79,196 +78,144 @@ class Resolver(Protocol):
         """Resolve name/rdtype; raise DnsError on timeout or server failure."""
 
 
-def system_nameservers() -> list[str]:
-    """The nameservers of /etc/resolv.conf (loopback when it names none)."""
-    try:
-        configured = dns.resolver.Resolver(configure=True).nameservers
-    except dns.exception.DNSException:
-        configured = []
-    return [str(server) for server in configured] or ["127.0.0.1"]
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    answer: DnsAnswer | None  # None when the question failed
+    error: DnsError | None
+    expires: float
 
 
-class StubResolver:
-    """Asks recursive nameservers directly, in order, within the caller's deadline."""
+class _Flight:
+    """One upstream question in progress, which other threads asking the same may wait for."""
+
+    __slots__ = ("done", "entry")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.entry: _Entry | None = None
+
+
+@dataclass(frozen=True)
+class CacheLimits:
+    """How long answers may live in the cache ([dns] in the configuration)."""
+
+    size: int = 100_000
+    min_ttl: float = 0.0
+    max_ttl: float = 86_400.0
+    negative_ttl_max: float = 3_600.0
+
+
+class CachingResolver:
+    """A thread-safe, size-bounded cache in front of another Resolver.
+
+    Answers live for their TTL clamped to the limits, negative answers for the SOA minimum
+    (RFC 2308 §5) up to negative_ttl_max, failures for FAILURE_TTL; least recently used entries
+    go first when it is full. Concurrent identical questions share one upstream query.
+    """
 
     def __init__(
         self,
-        nameservers: Sequence[str],
+        upstream: Resolver,
+        limits: CacheLimits | None = None,
         *,
-        port: int = 53,
-        query_timeout: float = 5.0,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.nameservers = list(nameservers) or system_nameservers()
-        self.port = port
-        self.query_timeout = query_timeout
+        self.upstream = upstream
+        self.limits = limits or CacheLimits()
         self.observer: Observer = observer or NullObserver()
         self.clock = clock
+        self._cache: TLRUCache[tuple[str, str], _Entry] = TLRUCache(
+            maxsize=self.limits.size, ttu=_time_to_use, timer=clock
+        )
+        self._in_flight: dict[tuple[str, str], _Flight] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._cache.expire()
+            return len(self._cache)
 
     def query(self, name: str, rdtype: str, deadline: float) -> DnsAnswer:
-        """Ask each nameserver in turn until one answers; see Resolver.query."""
-        started = self.clock()
-        try:
-            answer = self._ask_servers(name, rdtype, deadline)
-        except DnsError as error:
-            self.observer.dns_query(rdtype, error.failure.value, self.clock() - started)
-            raise
-        outcome = "answer" if answer.records else answer.rcode.lower().replace("noerror", "nodata")
-        self.observer.dns_query(rdtype, outcome, self.clock() - started)
-        return answer
+        """Answer from the cache, from a query already in flight, or from upstream."""
+        key = (name.lower().rstrip("."), rdtype)
+        while True:
+            with self._lock:
+                entry = self._cache.get(key)
+                flight = None if entry is not None else self._in_flight.get(key)
+                leader = entry is None and flight is None
+                if leader:
+                    flight = self._in_flight[key] = _Flight()
+            if entry is not None:
+                self.observer.dns_cache_lookup(hit=True)
+                return _unpack(entry)
+            self.observer.dns_cache_lookup(hit=False)
+            assert flight is not None
+            if leader:
+                return _unpack(self._fetch(key, name, rdtype, deadline, flight))
+            entry = self._wait(flight, deadline)
+            if entry is not None:
+                return _unpack(entry)
+            # The leader ran out of its own budget; this request may still have time: ask again.
 
-    def _ask_servers(self, name: str, rdtype: str, deadline: float) -> DnsAnswer:
-        try:
-            request = dns.message.make_query(
-                name, rdtype, use_edns=0, payload=EDNS_PAYLOAD, want_dnssec=False
-            )
-        except (dns.exception.DNSException, ValueError) as error:
-            # An unencodable name (label too long, ...) cannot exist: an empty answer.
-            log.debug("cannot ask for %r %s: %s", name, rdtype, error)
-            return DnsAnswer((), 0.0, "NXDOMAIN")
-        failure = DnsError(DnsFailure.TIMEOUT, f"DNS timeout for {name} {rdtype}")
-        for server in self.nameservers:
-            try:
-                reply = self._exchange(request, server, deadline)
-            except DnsError as error:
-                failure = error
-                if error.failure is DnsFailure.TIMEOUT and self.clock() >= deadline:
-                    break
-                continue
-            return _to_answer(reply, request)
-        raise failure
-
-    def _exchange(self, request: dns.message.Message, server: str, deadline: float) -> Any:
-        """One question to one server: UDP, then TCP if the reply was truncated."""
-        reply = self._udp(request, server, deadline)
-        if reply.flags & dns.flags.TC:
-            reply = self._tcp(request, server, deadline)
-        rcode = reply.rcode()
-        if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-            question = request.question[0]
-            asked = f"{question.name} {dns.rdatatype.to_text(question.rdtype)}"
+    def _wait(self, flight: _Flight, deadline: float) -> _Entry | None:
+        """The flight's outcome, or None when it says nothing about the name."""
+        if not flight.done.wait(timeout=max(0.0, deadline - self.clock())):
             raise DnsError(
-                DnsFailure.SERVFAIL, f"{server} answered {dns.rcode.to_text(rcode)} for {asked}"
+                DnsFailure.TIMEOUT, "the request's time budget is used up", cacheable=False
             )
-        return reply
-
-    def _remaining(self, deadline: float) -> float:
-        remaining = min(self.query_timeout, deadline - self.clock())
-        if remaining <= 0:
-            raise DnsError(DnsFailure.TIMEOUT, "the request's time budget is used up")
-        return remaining
-
-    def _udp(self, request: dns.message.Message, server: str, deadline: float) -> Any:
-        family = socket.AF_INET6 if ":" in server else socket.AF_INET
-        wire = request.to_wire()
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(self._remaining(deadline))
-            try:
-                sock.connect((server, self.port))
-                sock.send(wire)
-                while True:
-                    sock.settimeout(self._remaining(deadline))
-                    reply = _parse(sock.recv(MAX_TCP_MESSAGE))
-                    # A reply to another question is ignored, as a spoofing defence.
-                    if reply is not None and request.is_response(reply):
-                        return reply
-            except TimeoutError as error:
-                raise DnsError(DnsFailure.TIMEOUT, f"no reply from {server}") from error
-            except OSError as error:
-                raise DnsError(DnsFailure.ERROR, f"{server}: {error}") from error
-
-    def _tcp(self, request: dns.message.Message, server: str, deadline: float) -> Any:
-        family = socket.AF_INET6 if ":" in server else socket.AF_INET
-        wire = request.to_wire()
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            try:
-                sock.settimeout(self._remaining(deadline))
-                sock.connect((server, self.port))
-                sock.sendall(struct.pack("!H", len(wire)) + wire)
-                (length,) = struct.unpack("!H", self._receive(sock, 2, deadline))
-                reply = _parse(self._receive(sock, length, deadline))
-            except TimeoutError as error:
-                raise DnsError(DnsFailure.TIMEOUT, f"no TCP reply from {server}") from error
-            except OSError as error:
-                raise DnsError(DnsFailure.ERROR, f"{server} over TCP: {error}") from error
-        if reply is None or not request.is_response(reply):
-            raise DnsError(DnsFailure.ERROR, f"{server} sent an unusable reply over TCP")
-        return reply
-
-    def _receive(self, sock: socket.socket, size: int, deadline: float) -> bytes:
-        """Read exactly size bytes from a TCP socket within the deadline."""
-        chunks = bytearray()
-        while len(chunks) < size:
-            sock.settimeout(self._remaining(deadline))
-            chunk = sock.recv(size - len(chunks))
-            if not chunk:
-                raise ConnectionResetError("connection closed mid-reply")
-            chunks += chunk
-        return bytes(chunks)
-
-
-def _parse(wire: bytes) -> Any:
-    """Parse a reply; None if it is garbage.
-
-    Newer dnspython rejects a whole message for one TXT record with no character-strings,
-    which RFC 7208 §3.3 asks us to survive; retry keeping the records that do parse.
-    """
-    try:
-        return dns.message.from_wire(wire)
-    except dns.exception.FormError:
-        try:
-            return dns.message.from_wire(wire, continue_on_error=True)
-        except (TypeError, dns.exception.DNSException):
+        entry = flight.entry
+        if entry is not None and entry.error is not None and not entry.error.cacheable:
             return None
-    except (dns.exception.DNSException, ValueError, struct.error):
-        return None
+        return entry
+
+    def _fetch(
+        self, key: tuple[str, str], name: str, rdtype: str, deadline: float, flight: _Flight
+    ) -> _Entry:
+        """Ask upstream as the leader, cache what may be cached, wake the followers."""
+        try:
+            answer = self.upstream.query(name, rdtype, deadline)
+            expires = self.clock() + self._ttl(answer)
+            entry = _Entry(dataclasses.replace(answer, expires=expires), None, expires)
+            cached = _Entry(
+                dataclasses.replace(answer, expires=expires, from_cache=True), None, expires
+            )
+        except DnsError as error:
+            expires = self.clock() + FAILURE_TTL
+            entry = cached = _Entry(None, error, expires)
+        except BaseException as error:
+            # Never leave followers waiting on a flight that will not land.
+            failed = DnsError(DnsFailure.ERROR, f"resolver failure: {error}", cacheable=False)
+            entry = _Entry(None, failed, 0.0)
+            self._land(key, flight, entry, store=None)
+            raise
+        store = cached if entry.error is None or entry.error.cacheable else None
+        self._land(key, flight, cached, store=store)
+        return entry
+
+    def _land(
+        self, key: tuple[str, str], flight: _Flight, entry: _Entry, store: _Entry | None
+    ) -> None:
+        with self._lock:
+            if store is not None:
+                self._cache[key] = store
+            self._in_flight.pop(key, None)
+        flight.entry = entry
+        flight.done.set()
+
+    def _ttl(self, answer: DnsAnswer) -> float:
+        limits = self.limits
+        if not answer.records:
+            return min(answer.ttl, limits.negative_ttl_max)
+        return min(max(answer.ttl, limits.min_ttl), limits.max_ttl)
 
 
-def _to_answer(reply: Any, request: dns.message.Message) -> DnsAnswer:
-    """The records of the answer section that concern the question, as DnsRecords."""
-    question = request.question[0]
-    wanted = {question.rdtype, dns.rdatatype.CNAME}
-    records: list[DnsRecord] = []
-    ttl: float | None = None
-    for rrset in reply.answer:
-        if rrset.rdtype not in wanted:
-            continue
-        ttl = rrset.ttl if ttl is None else min(ttl, rrset.ttl)
-        owner = _name_text(rrset.name).lower()
-        type_text = dns.rdatatype.to_text(rrset.rdtype)
-        records.extend(DnsRecord(owner, type_text, _value(rdata)) for rdata in rrset)
-    if records:
-        return DnsAnswer(tuple(records), float(ttl or 0))
-    return DnsAnswer((), _negative_ttl(reply), dns.rcode.to_text(reply.rcode()))
+def _time_to_use(key: tuple[str, str], entry: _Entry, now: float) -> float:
+    return entry.expires
 
 
-def _negative_ttl(reply: Any) -> float:
-    """RFC 2308 §5: a negative answer lives for min(SOA TTL, SOA MINIMUM)."""
-    for rrset in reply.authority:
-        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
-            return float(min(rrset.ttl, rrset[0].minimum))
-    return 0.0
-
-
-def _name_text(name: dns.name.Name) -> str:
-    """A name as pyspf spells it: raw labels, without dnspython's presentation escapes.
-
-    SPF macros can expand to names with spaces or "%" in them (RFC 7208 §7.3); to_text()
-    would write those as "\\032" and pyspf would not recognise the answer as its own.
-    """
-    return ".".join(label.decode("latin-1") for label in name.labels if label)
-
-
-def _value(rdata: Any) -> RecordValue:
-    """One rdata in the shape pyspf expects."""
-    rdtype = rdata.rdtype
-    if rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
-        return str(rdata.address)
-    if rdtype == dns.rdatatype.MX:
-        return (int(rdata.preference), _name_text(rdata.exchange))
-    if rdtype in (dns.rdatatype.PTR, dns.rdatatype.CNAME):
-        return _name_text(rdata.target)
-    if rdtype == dns.rdatatype.TXT:
-        return tuple(bytes(string) for string in rdata.strings)
-    return str(rdata.to_text())
+def _unpack(entry: _Entry) -> DnsAnswer:
+    if entry.error is not None:
+        raise entry.error
+    assert entry.answer is not None
+    return entry.answer

@@ -164,12 +164,17 @@ def check(case: SuiteCase, observed: Observed, reply: bytes) -> None:
 def test_rfc7208(case: SuiteCase, scenario_runner: ScenarioRunner) -> None:
     scenario = SCENARIOS[case.scenario]
     client = scenario_runner.client(scenario.description, scenario.zonedata)
-    reply = client.ask(policy_request(case))
+    request = policy_request(case)
+    reply = client.ask(request)
     try:
         observed = interpret_reply(reply)
     except UnexpectedReplyError as error:
         pytest.fail(str(error))
     check(case, observed, reply)
+    # The same question for a new message: now answered from the DNS cache and, where a result
+    # may be reused, from the result cache. Cached and uncached answers must be identical.
+    again = client.ask({**request, "instance": request["instance"] + ".again"})
+    assert again == reply, "the cached answer differs from the first"
 
 
 FAIL_PREFIX = "550 5.7.23 SPF mailfrom check failed: host 192.0.2.1 is not allowed to send mail"

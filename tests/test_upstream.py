@@ -1,4 +1,4 @@
-"""The stub resolver against a real DNS server on loopback."""
+"""The upstream stub resolver against a real DNS server on loopback."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from spfpolicy.resolver import DnsAnswer, DnsError, DnsFailure, DnsRecord, StubResolver
+from spfpolicy.resolver import DnsAnswer, DnsError, DnsFailure, DnsRecord
+from spfpolicy.upstream import StubResolver
 from tests.support.fixtures import running_dns_server
 
 ZONE = {

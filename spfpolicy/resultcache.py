@@ -1,0 +1,50 @@
+"""The exact SPF result cache: one identity's check_host() result, reused while it cannot differ.
+
+check_host() is a function of the client address, the sender, the HELO name and DNS. An entry
+is keyed by the first three (and the identity) and lives no longer than the shortest-lived DNS
+answer the evaluation used, so a cached result is the result a new evaluation would give.
+The evaluator decides what may be stored: nothing that met a DNS error or a record whose macros
+read anything else (RFC 7208 §7.2: %{t} is the current time).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from cachetools import TLRUCache
+
+from spfpolicy.model import Identity, SpfOutcome
+
+ResultKey = tuple[Identity, str, str, str]  # identity, client address, sender, HELO name
+
+
+def _time_to_use(key: ResultKey, entry: tuple[SpfOutcome, float], now: float) -> float:
+    return entry[1]
+
+
+class ResultCache:
+    """A thread-safe, size-bounded map from (identity, client, sender, helo) to SpfOutcome."""
+
+    def __init__(self, size: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._cache: TLRUCache[ResultKey, tuple[SpfOutcome, float]] = TLRUCache(
+            maxsize=size, ttu=_time_to_use, timer=clock
+        )
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._cache.expire()
+            return len(self._cache)
+
+    def get(self, key: ResultKey) -> SpfOutcome | None:
+        """The stored outcome, if it has not expired."""
+        with self._lock:
+            entry = self._cache.get(key)
+        return None if entry is None else entry[0]
+
+    def put(self, key: ResultKey, outcome: SpfOutcome, expires: float) -> None:
+        """Store outcome until the clock reaches expires (an expired entry is not stored)."""
+        with self._lock:
+            self._cache[key] = (outcome, expires)

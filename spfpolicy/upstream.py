@@ -1,0 +1,231 @@
+"""The upstream side of DNS: a stub resolver that asks recursive nameservers with dnspython.
+
+It sends each question itself (UDP, then TCP when the reply is truncated), so that it can keep
+the request's deadline, ignore replies to other questions, survive records dnspython refuses,
+and return CNAMEs as they are for pyspf to follow.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+
+from spfpolicy.model import NullObserver, Observer
+from spfpolicy.resolver import DnsAnswer, DnsError, DnsFailure, DnsRecord, RecordValue
+
+log = logging.getLogger(__name__)
+
+# RFC 8467 / DNS flag day 2020: an EDNS buffer that avoids IP fragmentation.
+EDNS_PAYLOAD = 1232
+# The largest DNS message over TCP (RFC 1035 §4.2.2: a two-octet length).
+MAX_TCP_MESSAGE = 65535
+
+
+def system_nameservers() -> list[str]:
+    """The nameservers of /etc/resolv.conf (loopback when it names none)."""
+    try:
+        configured = dns.resolver.Resolver(configure=True).nameservers
+    except dns.exception.DNSException:
+        configured = []
+    return [str(server) for server in configured] or ["127.0.0.1"]
+
+
+class StubResolver:
+    """Asks recursive nameservers directly, in order, within the caller's deadline."""
+
+    def __init__(
+        self,
+        nameservers: Sequence[str],
+        *,
+        port: int = 53,
+        query_timeout: float = 5.0,
+        observer: Observer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.nameservers = list(nameservers) or system_nameservers()
+        self.port = port
+        self.query_timeout = query_timeout
+        self.observer: Observer = observer or NullObserver()
+        self.clock = clock
+
+    def query(self, name: str, rdtype: str, deadline: float) -> DnsAnswer:
+        """Ask each nameserver in turn until one answers; see Resolver.query."""
+        started = self.clock()
+        try:
+            answer = self._ask_servers(name, rdtype, deadline)
+        except DnsError as error:
+            self.observer.dns_query(rdtype, error.failure.value, self.clock() - started)
+            raise
+        outcome = "answer" if answer.records else answer.rcode.lower().replace("noerror", "nodata")
+        self.observer.dns_query(rdtype, outcome, self.clock() - started)
+        return answer
+
+    def _ask_servers(self, name: str, rdtype: str, deadline: float) -> DnsAnswer:
+        try:
+            request = dns.message.make_query(
+                name, rdtype, use_edns=0, payload=EDNS_PAYLOAD, want_dnssec=False
+            )
+        except (dns.exception.DNSException, ValueError) as error:
+            # An unencodable name (label too long, ...) cannot exist: an empty answer.
+            log.debug("cannot ask for %r %s: %s", name, rdtype, error)
+            return DnsAnswer((), 0.0, "NXDOMAIN")
+        failure = DnsError(DnsFailure.TIMEOUT, f"DNS timeout for {name} {rdtype}")
+        for server in self.nameservers:
+            try:
+                reply = self._exchange(request, server, deadline)
+            except DnsError as error:
+                failure = error
+                if error.failure is DnsFailure.TIMEOUT and self.clock() >= deadline:
+                    # Cut short by the request's budget: nothing learnt about the name.
+                    raise DnsError(error.failure, str(error), cacheable=False) from error
+                continue
+            return _to_answer(reply, request)
+        raise failure
+
+    def _exchange(self, request: dns.message.Message, server: str, deadline: float) -> Any:
+        """One question to one server: UDP, then TCP if the reply was truncated."""
+        reply = self._udp(request, server, deadline)
+        if reply.flags & dns.flags.TC:
+            reply = self._tcp(request, server, deadline)
+        rcode = reply.rcode()
+        if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            question = request.question[0]
+            asked = f"{question.name} {dns.rdatatype.to_text(question.rdtype)}"
+            raise DnsError(
+                DnsFailure.SERVFAIL, f"{server} answered {dns.rcode.to_text(rcode)} for {asked}"
+            )
+        return reply
+
+    def _remaining(self, deadline: float) -> float:
+        remaining = min(self.query_timeout, deadline - self.clock())
+        if remaining <= 0:
+            raise DnsError(
+                DnsFailure.TIMEOUT, "the request's time budget is used up", cacheable=False
+            )
+        return remaining
+
+    def _udp(self, request: dns.message.Message, server: str, deadline: float) -> Any:
+        family = socket.AF_INET6 if ":" in server else socket.AF_INET
+        wire = request.to_wire()
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(self._remaining(deadline))
+            try:
+                sock.connect((server, self.port))
+                sock.send(wire)
+                while True:
+                    sock.settimeout(self._remaining(deadline))
+                    reply = _parse(sock.recv(MAX_TCP_MESSAGE))
+                    # A reply to another question is ignored, as a spoofing defence.
+                    if reply is not None and request.is_response(reply):
+                        return reply
+            except TimeoutError as error:
+                raise DnsError(DnsFailure.TIMEOUT, f"no reply from {server}") from error
+            except OSError as error:
+                raise DnsError(DnsFailure.ERROR, f"{server}: {error}") from error
+
+    def _tcp(self, request: dns.message.Message, server: str, deadline: float) -> Any:
+        family = socket.AF_INET6 if ":" in server else socket.AF_INET
+        wire = request.to_wire()
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.settimeout(self._remaining(deadline))
+                sock.connect((server, self.port))
+                sock.sendall(struct.pack("!H", len(wire)) + wire)
+                (length,) = struct.unpack("!H", self._receive(sock, 2, deadline))
+                reply = _parse(self._receive(sock, length, deadline))
+            except TimeoutError as error:
+                raise DnsError(DnsFailure.TIMEOUT, f"no TCP reply from {server}") from error
+            except OSError as error:
+                raise DnsError(DnsFailure.ERROR, f"{server} over TCP: {error}") from error
+        if reply is None or not request.is_response(reply):
+            raise DnsError(DnsFailure.ERROR, f"{server} sent an unusable reply over TCP")
+        return reply
+
+    def _receive(self, sock: socket.socket, size: int, deadline: float) -> bytes:
+        """Read exactly size bytes from a TCP socket within the deadline."""
+        chunks = bytearray()
+        while len(chunks) < size:
+            sock.settimeout(self._remaining(deadline))
+            chunk = sock.recv(size - len(chunks))
+            if not chunk:
+                raise ConnectionResetError("connection closed mid-reply")
+            chunks += chunk
+        return bytes(chunks)
+
+
+def _parse(wire: bytes) -> Any:
+    """Parse a reply; None if it is garbage.
+
+    Newer dnspython rejects a whole message for one TXT record with no character-strings,
+    which RFC 7208 §3.3 asks us to survive; retry keeping the records that do parse.
+    """
+    try:
+        return dns.message.from_wire(wire)
+    except dns.exception.FormError:
+        try:
+            return dns.message.from_wire(wire, continue_on_error=True)
+        except (TypeError, dns.exception.DNSException):
+            return None
+    except (dns.exception.DNSException, ValueError, struct.error):
+        return None
+
+
+def _to_answer(reply: Any, request: dns.message.Message) -> DnsAnswer:
+    """The records of the answer section that concern the question, as DnsRecords."""
+    question = request.question[0]
+    wanted = {question.rdtype, dns.rdatatype.CNAME}
+    records: list[DnsRecord] = []
+    ttl: float | None = None
+    for rrset in reply.answer:
+        if rrset.rdtype not in wanted:
+            continue
+        ttl = rrset.ttl if ttl is None else min(ttl, rrset.ttl)
+        owner = _name_text(rrset.name).lower()
+        type_text = dns.rdatatype.to_text(rrset.rdtype)
+        records.extend(DnsRecord(owner, type_text, _value(rdata)) for rdata in rrset)
+    if records:
+        return DnsAnswer(tuple(records), float(ttl or 0))
+    return DnsAnswer((), _negative_ttl(reply), dns.rcode.to_text(reply.rcode()))
+
+
+def _negative_ttl(reply: Any) -> float:
+    """RFC 2308 §5: a negative answer lives for min(SOA TTL, SOA MINIMUM)."""
+    for rrset in reply.authority:
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+            return float(min(rrset.ttl, rrset[0].minimum))
+    return 0.0
+
+
+def _name_text(name: dns.name.Name) -> str:
+    """A name as pyspf spells it: raw labels, without dnspython's presentation escapes.
+
+    SPF macros can expand to names with spaces or "%" in them (RFC 7208 §7.3); to_text()
+    would write those as "\\032" and pyspf would not recognise the answer as its own.
+    """
+    return ".".join(label.decode("latin-1") for label in name.labels if label)
+
+
+def _value(rdata: Any) -> RecordValue:
+    """One rdata in the shape pyspf expects."""
+    rdtype = rdata.rdtype
+    if rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+        return str(rdata.address)
+    if rdtype == dns.rdatatype.MX:
+        return (int(rdata.preference), _name_text(rdata.exchange))
+    if rdtype in (dns.rdatatype.PTR, dns.rdatatype.CNAME):
+        return _name_text(rdata.target)
+    if rdtype == dns.rdatatype.TXT:
+        return tuple(bytes(string) for string in rdata.strings)
+    return str(rdata.to_text())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from cachetools import TLRUCache
+from cachetools import LRUCache
 
 from spfpolicy.model import NullObserver, Observer, SpfPolicyError
 
@@ -125,15 +125,15 @@ class CachingResolver:
         self.limits = limits or CacheLimits()
         self.observer: Observer = observer or NullObserver()
         self.clock = clock
-        self._cache: TLRUCache[tuple[str, str], _Entry] = TLRUCache(
-            maxsize=self.limits.size, ttu=_time_to_use, timer=clock
-        )
+        # Plain LRU with the expiry checked on lookup: cheaper per hit than a TTL-ordered cache,
+        # and a stale entry holds no more memory than the bound allows anyway.
+        self._cache: LRUCache[tuple[str, str], _Entry] = LRUCache(maxsize=self.limits.size)
         self._in_flight: dict[tuple[str, str], _Flight] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
+        """The entries held, expired ones not yet evicted included."""
         with self._lock:
-            self._cache.expire()
             return len(self._cache)
 
     def query(self, name: str, rdtype: str, deadline: float) -> DnsAnswer:
@@ -142,6 +142,9 @@ class CachingResolver:
         while True:
             with self._lock:
                 entry = self._cache.get(key)
+                if entry is not None and entry.expires <= self.clock():
+                    del self._cache[key]
+                    entry = None
                 flight = None if entry is not None else self._in_flight.get(key)
                 leader = entry is None and flight is None
                 if leader:
@@ -197,7 +200,7 @@ class CachingResolver:
         self, key: tuple[str, str], flight: _Flight, entry: _Entry, store: _Entry | None
     ) -> None:
         with self._lock:
-            if store is not None:
+            if store is not None and store.expires > self.clock():
                 self._cache[key] = store
             self._in_flight.pop(key, None)
         flight.entry = entry
@@ -208,10 +211,6 @@ class CachingResolver:
         if not answer.records:
             return min(answer.ttl, limits.negative_ttl_max)
         return min(max(answer.ttl, limits.min_ttl), limits.max_ttl)
-
-
-def _time_to_use(key: tuple[str, str], entry: _Entry, now: float) -> float:
-    return entry.expires
 
 
 def _unpack(entry: _Entry) -> DnsAnswer:

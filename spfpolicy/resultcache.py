@@ -13,38 +13,39 @@ import threading
 import time
 from collections.abc import Callable
 
-from cachetools import TLRUCache
+from cachetools import LRUCache
 
 from spfpolicy.model import Identity, SpfOutcome
 
 ResultKey = tuple[Identity, str, str, str]  # identity, client address, sender, HELO name
 
 
-def _time_to_use(key: ResultKey, entry: tuple[SpfOutcome, float], now: float) -> float:
-    return entry[1]
-
-
 class ResultCache:
     """A thread-safe, size-bounded map from (identity, client, sender, helo) to SpfOutcome."""
 
     def __init__(self, size: int, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._cache: TLRUCache[ResultKey, tuple[SpfOutcome, float]] = TLRUCache(
-            maxsize=size, ttu=_time_to_use, timer=clock
-        )
+        self._cache: LRUCache[ResultKey, tuple[SpfOutcome, float]] = LRUCache(maxsize=size)
         self._lock = threading.Lock()
+        self.clock = clock
 
     def __len__(self) -> int:
+        """The entries held, expired ones not yet evicted included."""
         with self._lock:
-            self._cache.expire()
             return len(self._cache)
 
     def get(self, key: ResultKey) -> SpfOutcome | None:
         """The stored outcome, if it has not expired."""
         with self._lock:
             entry = self._cache.get(key)
-        return None if entry is None else entry[0]
+            if entry is None:
+                return None
+            if entry[1] <= self.clock():
+                del self._cache[key]
+                return None
+        return entry[0]
 
     def put(self, key: ResultKey, outcome: SpfOutcome, expires: float) -> None:
         """Store outcome until the clock reaches expires (an expired entry is not stored)."""
-        with self._lock:
-            self._cache[key] = (outcome, expires)
+        if expires > self.clock():
+            with self._lock:
+                self._cache[key] = (outcome, expires)

@@ -164,13 +164,15 @@ def test_the_cache_is_bounded_least_recently_used_out_first() -> None:
     assert upstream.asked == [("b.example", "A")]
 
 
-def test_expired_entries_leave_the_cache() -> None:
-    cache, _, clock = make(ttl=10)
+def test_expired_entries_are_never_served_and_are_replaced() -> None:
+    cache, upstream, clock = make(ttl=10)
     for index in range(5):
         cache.query(f"n{index}.example", "A", FAR)
-    assert len(cache) == 5
     clock.now += 10
-    assert len(cache) == 0
+    answers = [cache.query(f"n{index}.example", "A", FAR) for index in range(5)]
+    assert not any(answer.from_cache for answer in answers)
+    assert len(upstream.asked) == 10
+    assert len(cache) == 5  # replaced, not added
 
 
 def test_concurrent_identical_questions_share_one_upstream_query() -> None:

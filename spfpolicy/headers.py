@@ -39,6 +39,8 @@ _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\
 
 # RFC 5322 §3.2.3 atext; RFC 6532 §3.2 adds non-ASCII, which _is_atext admits when printable.
 _ASCII_ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
+_ASCII_ATOM = "[A-Za-z0-9!#$%&'*+\\-/=?^_`{|}~]+"
+_ASCII_DOT_ATOM = re.compile(f"{_ASCII_ATOM}(?:\\.{_ASCII_ATOM})*")
 # RFC 2045 §5.1 tspecials: a token is US-ASCII without these, SPACE or CTLs.
 _TSPECIALS = frozenset('()<>@,;:\\"/[]?=')
 _TOKEN_CHARS = frozenset(chr(code) for code in range(33, 127)) - _TSPECIALS
@@ -77,6 +79,8 @@ def sanitize(value: str, limit: int = MAX_VALUE_LENGTH) -> str:
     """
     if limit < len(TRUNCATION_MARK):
         raise ValueError(f"limit must be at least {len(TRUNCATION_MARK)}, got {limit}")
+    if len(value) <= limit and value.isascii() and value.isprintable():
+        return value  # the common case: printable ASCII has nothing to replace
     if len(value) > limit:
         # Cut first, so a megabyte of input costs no more than the limit to clean.
         value = value[: limit - len(TRUNCATION_MARK)] + TRUNCATION_MARK
@@ -165,11 +169,15 @@ def _resinfo(outcome: SpfOutcome) -> str:
 
 def _comment(text: str) -> str:
     """An RFC 5322 §3.2.2 comment: "(", ")" and "\\" escaped as quoted-pairs, so none nest."""
+    if "(" not in text and ")" not in text and "\\" not in text:
+        return f"({text})"
     return "(" + re.sub(r"([()\\])", r"\\\1", text) + ")"
 
 
 def _quoted_string(text: str) -> str:
     """An RFC 5322 §3.2.4 quoted-string: '"' and "\\" escaped as quoted-pairs."""
+    if '"' not in text and "\\" not in text:
+        return f'"{text}"'
     return '"' + re.sub(r'(["\\])', r"\\\1", text) + '"'
 
 
@@ -182,6 +190,8 @@ def _is_atext(char: str) -> bool:
 
 def _is_dot_atom(text: str) -> bool:
     """RFC 5322 §3.2.3 dot-atom-text: atoms of atext joined by single dots."""
+    if text.isascii():  # nearly always: one C-level match instead of a loop per character
+        return _ASCII_DOT_ATOM.fullmatch(text) is not None
     return all(atom and all(_is_atext(char) for char in atom) for atom in text.split("."))
 
 

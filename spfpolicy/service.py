@@ -174,9 +174,19 @@ def log_decision(request: PolicyRequest, decision: Decision, duration: float) ->
         _result(results.get(Identity.MAILFROM)),
         decision.disposition.value,
         _extra(decision),
-        _field(decision.action),
+        _field(_action_summary(decision.action)),
         duration * 1000,
     )
+
+
+def _action_summary(action: str) -> str:
+    """The action for the log: rejects and defers in full, a PREPEND by its header's name.
+
+    The header repeats what the line already says, and is long: one decision, one short line.
+    """
+    if action.startswith("PREPEND "):
+        return action.partition(":")[0]
+    return action
 
 
 def _result(outcome: SpfOutcome | None) -> str:

@@ -86,11 +86,10 @@ def main() -> None:
     gc.collect()
     with_results = rss_mib()
     print(f"entries: {len(cache)} DNS answers, {len(results)} SPF results")
+    dns_growth, result_growth = with_dns - baseline, with_results - with_dns
     print(f"RSS at start (daemon objects built): {baseline:.1f} MiB")
-    print(f"RSS with a full DNS cache:           {with_dns:.1f} MiB (+{with_dns - baseline:.1f})")
-    print(
-        f"RSS with a full result cache too:    {with_results:.1f} MiB (+{with_results - with_dns:.1f})"
-    )
+    print(f"RSS with a full DNS cache:           {with_dns:.1f} MiB (+{dns_growth:.1f})")
+    print(f"RSS with a full result cache too:    {with_results:.1f} MiB (+{result_growth:.1f})")
 
 
 if __name__ == "__main__":

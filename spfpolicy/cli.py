@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
 import socket
 import sys
-import threading
-import time
 from collections.abc import Sequence
-from types import FrameType
 
 from spfpolicy import __version__, listeners, systemd
 from spfpolicy.config import Config, ConfigError, load_config
+from spfpolicy.daemon import Daemon
 from spfpolicy.evaluator import SpfEvaluator
+from spfpolicy.logs import configure_logging
+from spfpolicy.metrics import MetricsExporter, PrometheusObserver
 from spfpolicy.model import ListenAddress, PolicyRequest, SpfPolicyError
 from spfpolicy.policy import Receiver
 from spfpolicy.resolver import CacheLimits, CachingResolver, Resolver
@@ -29,9 +27,6 @@ log = logging.getLogger("spfpolicy")
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a bad config file or a socket that cannot be opened
 EXIT_USAGE = 2  # argparse's own code for bad arguments
-
-# How long SIGTERM waits for in-flight requests before closing connections.
-SHUTDOWN_GRACE = 10.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,32 +78,42 @@ def _receiver(config: Config) -> Receiver:
     return Receiver(hostname=hostname, authserv_id=config.headers.authserv_id or hostname)
 
 
-def build_service(config: Config) -> PolicyService:
-    """Wire resolver, evaluator and service for one configuration."""
-    dns = config.dns
-    resolver: Resolver = StubResolver(
-        dns.nameservers, port=dns.port, query_timeout=dns.query_timeout
-    )
-    if dns.cache_size:
-        limits = CacheLimits(dns.cache_size, dns.min_ttl, dns.max_ttl, dns.negative_ttl_max)
-        resolver = CachingResolver(resolver, limits)
+def build_service(
+    config: Config,
+    observer: PrometheusObserver | None = None,
+    resolver: Resolver | None = None,
+) -> PolicyService:
+    """Wire resolver, evaluator and service for one configuration, reporting to observer.
+
+    A reload whose [dns] is unchanged passes the running resolver, so its cache survives.
+    """
+    if resolver is None:
+        resolver = build_resolver(config, observer)
     result_cache = ResultCache(config.spf.result_cache_size) if config.spf.result_cache else None
     receiver = _receiver(config)
-    evaluator = SpfEvaluator(resolver, receiver=receiver.hostname, result_cache=result_cache)
-    return PolicyService(config, evaluator, receiver)
+    evaluator = SpfEvaluator(
+        resolver, receiver=receiver.hostname, result_cache=result_cache, observer=observer
+    )
+    return PolicyService(config, evaluator, receiver, observer=observer)
+
+
+def build_resolver(config: Config, observer: PrometheusObserver | None = None) -> Resolver:
+    """The upstream stub resolver, behind the shared cache unless its size is 0."""
+    dns = config.dns
+    resolver: Resolver = StubResolver(
+        dns.nameservers, port=dns.port, query_timeout=dns.query_timeout, observer=observer
+    )
+    if not dns.cache_size:
+        return resolver
+    limits = CacheLimits(dns.cache_size, dns.min_ttl, dns.max_ttl, dns.negative_ttl_max)
+    cache = CachingResolver(resolver, limits, observer=observer)
+    if observer is not None:
+        observer.track_dns_cache(cache.__len__)
+    return cache
 
 
 def _configure_logging(config: Config) -> None:
-    # The format uses none of these; not collecting them makes each decision line cheaper.
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    logging.basicConfig(
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-        level=config.log.level.value.upper(),
-        force=True,
-    )
+    configure_logging(config.log.level, config.log.format)
 
 
 def _config_check(arguments: argparse.Namespace) -> int:
@@ -160,7 +165,8 @@ def _check(arguments: argparse.Namespace) -> int:
 def _serve(arguments: argparse.Namespace) -> int:
     config = _load(arguments.config)
     _configure_logging(config)
-    service = build_service(config)
+    observer = PrometheusObserver(config.spf.time_budget)
+    service = build_service(config, observer)
     inherited = systemd.listen_sockets()
     listen = _own_listen(config.server.listen, inherited)
     if not listen and not inherited:
@@ -174,18 +180,49 @@ def _serve(arguments: argparse.Namespace) -> int:
         idle_timeout=config.server.idle_timeout,
         unix_mode=config.server.unix_mode_bits,
         error_action=service.error_decision().action,
+        observer=observer,
         inherited_sockets=inherited,
     )
     server.start()
     notifier = systemd.Notifier()
-    daemon = _Daemon(server, notifier, arguments.config, config)
+    daemon = Daemon(
+        server,
+        service,
+        config,
+        notifier=notifier,
+        observer=observer,
+        load=lambda: _load(arguments.config),
+        build=lambda new, resolver: build_service(new, observer, resolver),
+    )
+    exporter = _start_exporter(config, observer, daemon, server)
     daemon.install_signal_handlers()
     addresses = ", ".join(str(a) for a in server.addresses)
     log.info("spfpolicy %s listening on %s", __version__, addresses)
     notifier.ready(f"listening on {addresses}")
     server.serve_forever()
+    if exporter is not None:
+        exporter.stop()
     log.info("spfpolicy stopped")
     return EXIT_OK
+
+
+def _start_exporter(
+    config: Config, observer: PrometheusObserver, daemon: Daemon, server: PolicyServer
+) -> MetricsExporter | None:
+    """Serve /metrics and /healthz when [metrics] listen is set; stop the server if it fails."""
+    address = config.metrics.address
+    if address is None:
+        return None
+    try:
+        exporter = MetricsExporter(
+            observer, address.host, address.port, healthy=lambda: not daemon.stopping
+        )
+    except OSError as error:
+        server.shutdown(grace=0)
+        raise SpfPolicyError(f"cannot serve metrics on {config.metrics.listen}: {error}") from error
+    exporter.start()
+    log.info("metrics on http://%s/metrics", config.metrics.listen)
+    return exporter
 
 
 def _own_listen(
@@ -194,64 +231,3 @@ def _own_listen(
     """The configured addresses that systemd did not already pass as open sockets."""
     passed = {listeners.address_of(sock) for sock in inherited}
     return [address for address in listen if address not in passed]
-
-
-class _Daemon:
-    """Signal handling for a running server: SIGHUP reloads, SIGTERM/SIGINT stop."""
-
-    def __init__(
-        self,
-        server: PolicyServer,
-        notifier: systemd.Notifier,
-        config_path: str | None,
-        config: Config,
-    ) -> None:
-        self.server = server
-        self.notifier = notifier
-        self.config_path = config_path
-        self.config = config
-        self.stopping = False
-        self._reload_lock = threading.Lock()  # two quick SIGHUPs reload one after the other
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
-        signal.signal(signal.SIGHUP, self._reload)
-
-    def _stop(self, signum: int, frame: FrameType | None) -> None:
-        if self.stopping:
-            log.warning("second stop signal: exiting at once")
-            os._exit(EXIT_OK)  # not sys.exit: it would wait for connection threads
-        self.stopping = True
-        self.notifier.stopping()
-        log.info("stopping: finishing requests in flight (up to %.0f s)", SHUTDOWN_GRACE)
-        # The handler runs in the main thread, inside serve_forever: shut down from another.
-        threading.Thread(
-            target=self.server.shutdown, args=(SHUTDOWN_GRACE,), name="spfpolicy-shutdown"
-        ).start()
-
-    def _reload(self, signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=self.reload, name="spfpolicy-reload").start()
-
-    def reload(self) -> None:
-        """Load the config file again; a bad file is logged and the running config stays."""
-        with self._reload_lock:
-            self._reload_now()
-
-    def _reload_now(self) -> None:
-        started = time.monotonic()
-        self.notifier.reloading()
-        try:
-            config = _load(self.config_path)
-        except ConfigError as error:
-            log.error("reload failed, keeping the running configuration: %s", error)
-            self.notifier.ready("reload failed; running the previous configuration")
-            return
-        if config.server != self.config.server:
-            log.warning("reload: [server] changed; restart spfpolicy to apply it")
-        logging.getLogger().setLevel(config.log.level.value.upper())
-        service = build_service(config)
-        self.server.set_handler(service.handle, service.error_decision().action)
-        self.config = config
-        log.info("configuration reloaded in %.0f ms", (time.monotonic() - started) * 1000)
-        self.notifier.ready("configuration reloaded")

@@ -42,6 +42,13 @@ class HeaderType(StrEnum):
     NONE = "none"
 
 
+class LogFormat(StrEnum):
+    """How log lines are written."""
+
+    TEXT = "text"  # "LEVEL logger: message key=value ..."
+    JSON = "json"  # one JSON object per line, the decision's fields as keys
+
+
 class LogLevel(StrEnum):
     """How much the daemon logs; "info" gives one line per decision."""
 
@@ -149,6 +156,19 @@ class LogConfig:
     """[log]: what goes to stderr (the journal under systemd)."""
 
     level: LogLevel = LogLevel.INFO
+    format: LogFormat = LogFormat.TEXT
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """[metrics]: the Prometheus exporter."""
+
+    listen: str = field(default="127.0.0.1:9467", metadata={"hostport": True})  # "": off
+
+    @property
+    def address(self) -> ListenAddress | None:
+        """Where to serve /metrics, or None when the exporter is off."""
+        return ListenAddress.parse(f"inet:{self.listen}") if self.listen else None
 
 
 @dataclass(frozen=True)
@@ -162,6 +182,7 @@ class Config:
     headers: HeadersConfig = HeadersConfig()
     skip: SkipConfig = SkipConfig()
     log: LogConfig = LogConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 def load_config(path: str | Path) -> Config:
@@ -298,6 +319,14 @@ def _string(raw: str, kind: Any, metadata: dict[str, Any], where: str) -> Any:
             mode = -1
         if not 0 <= mode <= 0o777:
             raise ConfigError(f'{where}: expected an octal file mode such as "0660", got {raw!r}')
+    if metadata.get("hostport") and raw:
+        try:
+            ListenAddress.parse(f"inet:{raw}")
+        except ValueError:
+            raise ConfigError(
+                f'{where}: expected HOST:PORT such as "127.0.0.1:9467" or "[::1]:9467", '
+                f'or "" to turn it off, got {raw!r}'
+            ) from None
     if metadata.get("states") and raw not in PROTOCOL_STATES:
         raise ConfigError(f"{where}: expected one of {sorted(PROTOCOL_STATES)}, got {raw!r}")
     return raw

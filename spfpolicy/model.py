@@ -177,6 +177,8 @@ class Decision:
     skip_reason: str = ""  # why no SPF check ran, when disposition is SKIP
     would_have: Verdict | None = None  # for WARN: what enforcement would have done
     reused: bool = False  # answered from the per-message memo
+    dns_lookups: int = 0  # DNS answers the evaluations used
+    cache_hits: int = 0  # of which from the DNS cache, plus results from the result cache
 
 
 class Observer(Protocol):
@@ -196,6 +198,15 @@ class Observer(Protocol):
 
     def connection_closed(self) -> None:
         """A client connection ended."""
+
+    def connection_refused(self) -> None:
+        """A connection was closed at once because max_connections were open."""
+
+    def budget_exceeded(self) -> None:
+        """A request used up its whole time budget."""
+
+    def config_reloaded(self, success: bool) -> None:
+        """A configuration reload finished; success is False when the file was refused."""
 
     def dns_query(self, rdtype: str, outcome: str, duration: float) -> None:
         """One upstream DNS query finished with outcome (answer, nxdomain, timeout, ...)."""
@@ -224,6 +235,15 @@ class NullObserver:
 
     def connection_closed(self) -> None:
         """Ignore a closed connection."""
+
+    def connection_refused(self) -> None:
+        """Ignore a refused connection."""
+
+    def budget_exceeded(self) -> None:
+        """Ignore a request over budget."""
+
+    def config_reloaded(self, success: bool) -> None:
+        """Ignore a reload."""
 
     def dns_query(self, rdtype: str, outcome: str, duration: float) -> None:
         """Ignore a DNS query."""

@@ -220,6 +220,7 @@ class PolicyServer:
                 logger.warning(
                     "refusing %s: %d connections open", connection.peer, self._max_connections
                 )
+                self._observer.connection_refused()
             sock.close()
             return
         try:

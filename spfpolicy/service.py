@@ -6,7 +6,7 @@ connection's thread, and the only shared state (the memo) is locked.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import threading
 import time
@@ -17,6 +17,7 @@ from cachetools import TTLCache
 
 from spfpolicy import policy
 from spfpolicy.config import Config
+from spfpolicy.decisionlog import log_decision
 from spfpolicy.evaluator import Evaluation, LookupTrace, SpfEvaluator, is_checkable_helo
 from spfpolicy.model import (
     Decision,
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 # ten minutes outlasts any smtpd timeout, and the bound keeps memory flat under load.
 MEMO_SIZE = 20_000
 MEMO_MAX_AGE = 600.0
-# Log fields are attacker-controlled (helo, sender): bound them.
-MAX_LOG_FIELD = 200
 
 
 @dataclass(frozen=True)
@@ -112,8 +111,16 @@ class PolicyService:
                 return Explanation(policy.reuse(earlier), ())
         deadline = started + self.config.spf.time_budget
         evaluations = self._evaluate(request, deadline)
+        if self.clock() >= deadline:
+            self.observer.budget_exceeded()
         outcomes = [evaluation.outcome for evaluation in evaluations]
         decision = policy.decide(request, outcomes, self.config, self.receiver)
+        traces = [evaluation.trace for evaluation in evaluations]
+        decision = dataclasses.replace(
+            decision,
+            dns_lookups=sum(len(trace.questions) for trace in traces),
+            cache_hits=sum(trace.cache_hits + trace.from_result_cache for trace in traces),
+        )
         if request.instance:
             with self._memo_lock:
                 self._memo[key] = decision
@@ -144,9 +151,7 @@ class PolicyService:
             )
         except Exception as error:
             # A pyspf bug on a junk record must not cost the request: temperror, logged.
-            log.exception(
-                "SPF %s evaluation failed for sender=%s", identity, _field(request.sender)
-            )
+            log.exception("SPF %s evaluation failed for sender=%r", identity, request.sender[:200])
             outcome = SpfOutcome(
                 identity,
                 SpfResult.TEMPERROR,
@@ -155,64 +160,3 @@ class PolicyService:
                 problem=f"internal error: {error}",
             )
             return Evaluation(outcome, LookupTrace())
-
-
-def log_decision(request: PolicyRequest, decision: Decision, duration: float) -> None:
-    """The one log line per decision that answers "why was this message rejected?"."""
-    if not log.isEnabledFor(logging.INFO):
-        return
-    results = {outcome.identity: outcome for outcome in decision.outcomes}
-    log.info(
-        "decision instance=%s queue_id=%s client=%s helo=%s sender=%s helo_result=%s "
-        "mailfrom_result=%s disposition=%s%s action=%s duration_ms=%.1f",
-        _field(request.instance),
-        _field(request.queue_id),
-        _field(request.client_address),
-        _field(request.helo_name),
-        _field(request.sender),
-        _result(results.get(Identity.HELO)),
-        _result(results.get(Identity.MAILFROM)),
-        decision.disposition.value,
-        _extra(decision),
-        _field(_action_summary(decision.action)),
-        duration * 1000,
-    )
-
-
-def _action_summary(action: str) -> str:
-    """The action for the log: rejects and defers in full, a PREPEND by its header's name.
-
-    The header repeats what the line already says, and is long: one decision, one short line.
-    """
-    if action.startswith("PREPEND "):
-        return action.partition(":")[0]
-    return action
-
-
-def _result(outcome: SpfOutcome | None) -> str:
-    if outcome is None:
-        return "-"
-    detail = outcome.problem or outcome.mechanism
-    return f"{outcome.result.value}" + (f"({_field(detail)})" if detail else "")
-
-
-def _extra(decision: Decision) -> str:
-    parts = []
-    if decision.skip_reason:
-        parts.append(f" skip_reason={decision.skip_reason}")
-    if decision.would_have is not None:
-        parts.append(f" would_have={decision.would_have.value}")
-    if decision.reused:
-        parts.append(" reused=yes")
-    return "".join(parts)
-
-
-def _field(value: str) -> str:
-    """A log value: bare when plain, JSON-quoted when it has spaces or control characters."""
-    if len(value) > MAX_LOG_FIELD:
-        value = value[:MAX_LOG_FIELD] + "..."
-    if not value:
-        return '""'
-    if value.isprintable() and " " not in value and '"' not in value:
-        return value
-    return json.dumps(value)

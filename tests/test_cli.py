@@ -80,7 +80,9 @@ def test_serve_on_a_busy_port_exits_1_naming_the_address(tmp_path: Path) -> None
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        path = write(tmp_path, f'[server]\nlisten = ["inet:127.0.0.1:{port}"]\n')
+        path = write(
+            tmp_path, f'[server]\nlisten = ["inet:127.0.0.1:{port}"]\n[metrics]\nlisten = ""\n'
+        )
         done = subprocess.run(
             [sys.executable, "-m", "spfpolicy", "serve", "--config", str(path)],
             capture_output=True,

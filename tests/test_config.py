@@ -198,7 +198,7 @@ def test_config_keys_lists_every_leaf_with_its_default() -> None:
     assert keys["actions.mailfrom.pass"] is Verdict.ACCEPT
     assert keys["actions.helo.temperror"] is Verdict.DEFER
     assert "server" not in keys
-    assert len(keys) == 35
+    assert len(keys) == 37
 
 
 def test_readme_documents_every_key() -> None:

@@ -129,7 +129,7 @@ def config_text(
     return (
         f'[server]\nlisten = ["unix:{socket_path}"]\n'
         f'[dns]\nnameservers = ["127.0.0.1"]\nport = {dns_port}\nquery_timeout = {query_timeout}\n'
-        f"{extra}"
+        f'[metrics]\nlisten = ""\n{extra}'
     )
 
 
@@ -175,7 +175,7 @@ def test_socket_activation_serves_the_passed_socket(
         # The config names the same address: the daemon must use the passed socket, not bind.
         config = (
             f'[server]\nlisten = ["inet:127.0.0.1:{port}", "unix:{tmp_path / "own.sock"}"]\n'
-            f'[dns]\nnameservers = ["127.0.0.1"]\nport = {dns_port}\n'
+            f'[dns]\nnameservers = ["127.0.0.1"]\nport = {dns_port}\n[metrics]\nlisten = ""\n'
         )
         daemon = Daemon(tmp_path, config, pass_fd=listener.fileno())
         daemons.append(daemon)

@@ -68,7 +68,7 @@ def daemon_config(listen: list[str], dns_port: int, extra: str = "") -> str:
     return (
         f"[server]\nlisten = [{quoted}]\n"
         f'[dns]\nnameservers = ["127.0.0.1"]\nport = {dns_port}\nquery_timeout = 1.0\n'
-        f"[spf]\ntime_budget = 5.0\n{extra}"
+        f'[spf]\ntime_budget = 5.0\n[metrics]\nlisten = ""\n{extra}'
     )
 
 

@@ -48,6 +48,8 @@ permerror = "accept"
 type = "received-spf"
 [skip]
 networks = []
+[metrics]
+listen = ""
 """
 
 

@@ -1,0 +1,166 @@
+"""The decision log line, in text and in JSON: every field, and nothing an attacker can split."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from spfpolicy.config import LogFormat, LogLevel
+from spfpolicy.decisionlog import log_decision
+from spfpolicy.logs import configure_logging
+from spfpolicy.model import (
+    Decision,
+    Disposition,
+    Identity,
+    PolicyRequest,
+    SpfOutcome,
+    SpfResult,
+    Verdict,
+)
+
+REQUEST = PolicyRequest(
+    request="smtpd_access_policy",
+    protocol_state="RCPT",
+    client_address="203.0.113.5",
+    helo_name="mail.sender.example",
+    sender='x\ny "quoted"@sender.example',
+    instance="4F2A1.1",
+    queue_id="4F2A1",
+    sasl_username="",
+)
+REJECT = Decision(
+    Disposition.REJECT,
+    "550 5.7.23 SPF mailfrom check failed: host 203.0.113.5 is not allowed to send mail for "
+    "sender.example",
+    (
+        SpfOutcome(
+            Identity.HELO, SpfResult.NONE, "mail.sender.example", "postmaster@mail.sender.example"
+        ),
+        SpfOutcome(
+            Identity.MAILFROM,
+            SpfResult.FAIL,
+            "sender.example",
+            "x@sender.example",
+            mechanism="-all",
+        ),
+    ),
+    dns_lookups=3,
+    cache_hits=2,
+)
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    """Logging configured as the daemon does it, writing into a string."""
+    captured = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        yield captured
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
+def configure(stream: io.StringIO, format: LogFormat, level: LogLevel = LogLevel.INFO) -> None:
+    configure_logging(level, format)
+    logging.getLogger().handlers[0].setStream(stream)  # type: ignore[attr-defined]
+
+
+def test_text_line(stream: io.StringIO) -> None:
+    configure(stream, LogFormat.TEXT)
+    log_decision(REQUEST, REJECT, 0.0123)
+    (line,) = stream.getvalue().splitlines()
+    assert line == (
+        "INFO spfpolicy.decision: decision instance=4F2A1.1 queue_id=4F2A1 client=203.0.113.5 "
+        'helo=mail.sender.example sender="x\\ny \\"quoted\\"@sender.example" helo_result=none '
+        "mailfrom_result=fail(-all) disposition=reject "
+        'action="550 5.7.23 SPF mailfrom check failed: host 203.0.113.5 is not allowed to send '
+        'mail for sender.example" dns_lookups=3 cache_hits=2 duration_ms=12.3'
+    )
+
+
+def test_json_line(stream: io.StringIO) -> None:
+    configure(stream, LogFormat.JSON)
+    warn = Decision(
+        Disposition.WARN,
+        "PREPEND Received-SPF: fail (x) y=z",
+        REJECT.outcomes,
+        would_have=Verdict.REJECT,
+        reused=True,
+    )
+    log_decision(REQUEST, warn, 0.002)
+    (line,) = stream.getvalue().splitlines()
+    document = json.loads(line)
+    assert document["level"] == "info"
+    assert document["logger"] == "spfpolicy.decision"
+    assert document["message"].startswith("decision instance=4F2A1.1 ")
+    assert {
+        key: document[key]
+        for key in (
+            "instance",
+            "queue_id",
+            "client",
+            "helo",
+            "sender",
+            "helo_result",
+            "mailfrom_result",
+            "disposition",
+            "would_have",
+            "reused",
+            "action",
+            "dns_lookups",
+            "cache_hits",
+            "duration_ms",
+        )
+    } == {
+        "instance": "4F2A1.1",
+        "queue_id": "4F2A1",
+        "client": "203.0.113.5",
+        "helo": "mail.sender.example",
+        "sender": 'x\ny "quoted"@sender.example',
+        "helo_result": "none",
+        "mailfrom_result": "fail(-all)",
+        "disposition": "warn",
+        "would_have": "reject",
+        "reused": "yes",
+        "action": "PREPEND Received-SPF",
+        "dns_lookups": 0,
+        "cache_hits": 0,
+        "duration_ms": 2.0,
+    }
+    assert "skip_reason" not in document
+
+
+def test_skips_name_their_reason(stream: io.StringIO) -> None:
+    configure(stream, LogFormat.TEXT)
+    log_decision(REQUEST, Decision(Disposition.SKIP, "DUNNO", skip_reason="authenticated"), 0.0)
+    assert "disposition=skip skip_reason=authenticated action=DUNNO" in stream.getvalue()
+
+
+def test_a_megabyte_helo_gives_a_bounded_line(stream: io.StringIO) -> None:
+    configure(stream, LogFormat.TEXT)
+    log_decision(REQUEST.replace(helo_name="h" * 1_000_000), REJECT, 0.0)
+    (line,) = stream.getvalue().splitlines()
+    assert len(line) < 2000
+
+
+def test_nothing_is_built_below_info(stream: io.StringIO) -> None:
+    configure(stream, LogFormat.TEXT, LogLevel.WARNING)
+    log_decision(REQUEST, REJECT, 0.0)
+    assert stream.getvalue() == ""
+
+
+def test_json_exceptions_keep_their_traceback(stream: io.StringIO) -> None:
+    configure(stream, LogFormat.JSON)
+    try:
+        raise ValueError("junk record")
+    except ValueError:
+        logging.getLogger("spfpolicy.service").exception("evaluation failed")
+    document = json.loads(stream.getvalue())
+    assert document["level"] == "error"
+    assert "ValueError: junk record" in document["exception"]

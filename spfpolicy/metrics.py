@@ -132,6 +132,11 @@ class PrometheusObserver:
             "When the configuration was last loaded successfully (Unix time).",
             registry=registry,
         )
+        self.last_reload_ok = Gauge(
+            "spfpolicy_config_last_reload_successful",
+            "1 when the last configuration load succeeded, 0 when a reload was refused.",
+            registry=registry,
+        )
         self.build_info = Gauge(
             "spfpolicy_build_info",
             "The running version; always 1.",
@@ -140,6 +145,7 @@ class PrometheusObserver:
         )
         self.build_info.labels(version=__version__).set(1)
         self.last_reload.set_to_current_time()
+        self.last_reload_ok.set(1)
         for disposition in Disposition:  # every action shows, at 0, from the first scrape
             self.decisions.labels(action=disposition.value)
 
@@ -201,6 +207,7 @@ class PrometheusObserver:
     def config_reloaded(self, success: bool) -> None:
         """Count a reload; a good one also sets the last-success time."""
         self.reloads.labels(outcome="success" if success else "failure").inc()
+        self.last_reload_ok.set(1 if success else 0)
         if success:
             self.last_reload.set_to_current_time()
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from spfpolicy import __version__, listeners, systemd
+from spfpolicy.allowlist import AllowList
 from spfpolicy.config import Config, ConfigError, load_config
 from spfpolicy.daemon import Daemon
 from spfpolicy.evaluator import SpfEvaluator
@@ -92,9 +93,15 @@ def build_service(
     result_cache = ResultCache(config.spf.result_cache_size) if config.spf.result_cache else None
     receiver = _receiver(config)
     evaluator = SpfEvaluator(
-        resolver, receiver=receiver.hostname, result_cache=result_cache, observer=observer
+        resolver,
+        receiver=receiver.hostname,
+        void_lookup_limit=config.spf.void_lookup_limit,
+        ipv6_void_fairness=config.spf.ipv6_void_fairness,
+        result_cache=result_cache,
+        observer=observer,
     )
-    return PolicyService(config, evaluator, receiver, observer=observer)
+    allow = AllowList(config.allow, resolver, evaluator)
+    return PolicyService(config, evaluator, receiver, allow=allow, observer=observer)
 
 
 def build_resolver(config: Config, observer: PrometheusObserver | None = None) -> Resolver:

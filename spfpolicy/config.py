@@ -9,29 +9,20 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import tomllib
-import types
-import typing
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from spfpolicy.model import ListenAddress, SpfPolicyError, SpfResult, Verdict
+from spfpolicy.configschema import ConfigError, build, schema_keys
+from spfpolicy.model import ListenAddress, SpfResult, Verdict
+
+__all__ = ["Config", "ConfigError", "config_keys", "load_config", "parse_config"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Postfix's own smtpd_policy_service_timeout default: an answer after it is never read.
 POSTFIX_POLICY_TIMEOUT = 100.0
-
-# The protocol_state values Postfix sends (SMTPD_POLICY_README).
-PROTOCOL_STATES = frozenset(
-    {"CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "VRFY", "ETRN"}
-)
-
-
-class ConfigError(SpfPolicyError):
-    """A configuration file that cannot be used; the message says where and why."""
 
 
 class HeaderType(StrEnum):
@@ -99,6 +90,10 @@ class SpfConfig:
     # RFC 7208 §4.6.4: at least 20 seconds for one whole evaluation.
     time_budget: float = field(default=20.0, metadata=_range(0.1, POSTFIX_POLICY_TIMEOUT - 1))
     check_helo: bool = True
+    # RFC 7208 §4.6.4: "SHOULD" be 2; some administrators need more for real-world records.
+    void_lookup_limit: int = field(default=2, metadata=_range(1, 20))
+    # An a/mx host with A but no AAAA records is no void lookup for an IPv6 client.
+    ipv6_void_fairness: bool = False
     result_cache: bool = True  # reuse a result while it cannot differ (see resultcache.py)
     # Results repeat less than DNS answers; 50000 keeps a full cache near 30 MiB.
     result_cache_size: int = field(default=50_000, metadata=_range(1, 10_000_000))
@@ -118,16 +113,18 @@ class ActionTable:
 
     def verdict(self, result: SpfResult) -> Verdict:
         """The verdict configured for one result."""
-        value: Verdict = getattr(self, _attribute_name(result.value))
+        value: Verdict = getattr(self, "pass_" if result is SpfResult.PASS else result.value)
         return value
 
 
 @dataclass(frozen=True)
 class ActionsConfig:
-    """[actions]: one table per identity."""
+    """[actions]: one table per identity, and what a pass answers."""
 
     helo: ActionTable = ActionTable()
     mailfrom: ActionTable = ActionTable()
+    # A Postfix restriction class answered on pass (smtpd_restriction_classes); "" = none.
+    pass_restriction: str = field(default="", metadata={"restriction": True})
 
 
 @dataclass(frozen=True)
@@ -149,6 +146,42 @@ class SkipConfig:
     )
     authenticated: bool = True  # sasl_username set: authenticated submission
     protocol_states: tuple[str, ...] = field(default=("RCPT",), metadata={"states": True})
+    policy_contexts: tuple[str, ...] = ()  # Postfix 3.1+ smtpd_policy_service_policy_context
+
+
+@dataclass(frozen=True)
+class AllowConfig:
+    """[allow]: clients trusted without an SPF check (answered DUNNO, counted by reason)."""
+
+    networks: tuple[IPNetwork, ...] = ()
+    helo_names: tuple[str, ...] = field(default=(), metadata={"domain": True})
+    forwarder_domains: tuple[str, ...] = field(default=(), metadata={"domain": True})
+    ptr_domains: tuple[str, ...] = field(default=(), metadata={"domain": True})
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """[policy]: stricter and softer rules on top of the action tables."""
+
+    reject_not_pass_domains: tuple[str, ...] = field(default=(), metadata={"domain": True})
+    reject_only_no_mail: bool = False  # reject only "v=spf1 -all" domains; else a header
+    dry_run: bool = False  # every reject and defer becomes warn
+    reject_reason: str = field(default="", metadata={"template": True})  # "": built-in
+    defer_reason: str = field(default="", metadata={"template": True})
+
+
+@dataclass(frozen=True)
+class RecipientRule:
+    """[[recipient]]: actions for one recipient address or domain (abuse@, postmaster@)."""
+
+    match: str = field(metadata={"recipient": True})  # "user@example.com" or "@example.com"
+    dry_run: bool = False
+    actions: ActionsConfig = ActionsConfig()  # unset keys inherit the global [actions]
+
+    def matches(self, recipient: str) -> bool:
+        """Whether this rule is for recipient (compared case-insensitively)."""
+        address = recipient.lower()
+        return address == self.match or (self.match[0] == "@" and address.endswith(self.match))
 
 
 @dataclass(frozen=True)
@@ -183,6 +216,19 @@ class Config:
     skip: SkipConfig = SkipConfig()
     log: LogConfig = LogConfig()
     metrics: MetricsConfig = MetricsConfig()
+    allow: AllowConfig = AllowConfig()
+    policy: PolicyConfig = PolicyConfig()
+    recipient: tuple[RecipientRule, ...] = field(default=(), metadata={"tables": True})
+
+    def recipient_rule(self, recipient: str) -> RecipientRule | None:
+        """The rule for this recipient: an exact address before a domain, first listed first."""
+        exact = [
+            rule for rule in self.recipient if rule.match[0] != "@" and rule.matches(recipient)
+        ]
+        domain = [
+            rule for rule in self.recipient if rule.match[0] == "@" and rule.matches(recipient)
+        ]
+        return (exact + domain)[0] if exact or domain else None
 
 
 def load_config(path: str | Path) -> Config:
@@ -203,7 +249,18 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{source}: not valid TOML: {error}") from error
-    config: Config = _build(Config, document, source, "")
+    recipients = document.pop("recipient", [])
+    config: Config = build(Config, document, source, "")
+    # Recipient rules inherit every action the global [actions] sets, so they come second.
+    rules = []
+    if not isinstance(recipients, list):
+        raise ConfigError(f"{source}: recipient: expected [[recipient]] tables")
+    for number, table in enumerate(recipients, 1):
+        base = RecipientRule(match="@placeholder.invalid", actions=config.actions)
+        if not isinstance(table, dict) or "match" not in table:
+            raise ConfigError(f"{source}: [recipient] number {number}: missing key 'match'")
+        rules.append(build(RecipientRule, table, source, f"recipient[{number}]", base))
+    config = dataclasses.replace(config, recipient=tuple(rules))
     if config.dns.min_ttl > config.dns.max_ttl:
         raise ConfigError(
             f"{source}: dns.min_ttl: {config.dns.min_ttl:g} is above dns.max_ttl "
@@ -212,121 +269,6 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     return config
 
 
-def _attribute_name(key: str) -> str:
-    """TOML key -> field name ("pass" is a Python keyword, so its field is pass_)."""
-    return key + "_" if key == "pass" else key
-
-
-def _key_name(attribute: str) -> str:
-    """Field name -> TOML key."""
-    return attribute.rstrip("_")
-
-
-def config_keys(cls: type[Any] = Config, prefix: str = "") -> list[tuple[str, Any]]:
-    """Every leaf key as (dotted.name, default), for documentation and its tests."""
-    keys: list[tuple[str, Any]] = []
-    hints = typing.get_type_hints(cls)
-    for item in dataclasses.fields(cls):
-        name = prefix + _key_name(item.name)
-        if dataclasses.is_dataclass(hints[item.name]):
-            keys.extend(config_keys(hints[item.name], name + "."))
-        else:
-            keys.append((name, item.default))
-    return keys
-
-
-def _build(cls: type[Any], table: Any, source: str, section: str) -> Any:
-    """Build dataclass cls from a TOML table, recursing into sub-tables."""
-    where = f"[{section}]" if section else "top level"
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"{source}: {where} must be a table")
-    fields = {_key_name(item.name): item for item in dataclasses.fields(cls)}
-    unknown = sorted(set(table) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"{source}: {where}: unknown key {unknown[0]!r}; known keys: {', '.join(fields)}"
-        )
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for key, raw in table.items():
-        item = fields[key]
-        dotted = f"{section}.{key}" if section else key
-        kind = hints[item.name]
-        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
-            values[item.name] = _build(kind, raw, source, dotted)
-        else:
-            values[item.name] = _convert(raw, kind, dict(item.metadata), f"{source}: {dotted}")
-    return cls(**values)
-
-
-def _convert(raw: Any, kind: Any, metadata: dict[str, Any], where: str) -> Any:
-    """Check and convert one TOML value to the field's type."""
-    if typing.get_origin(kind) is tuple:
-        if not isinstance(raw, list):
-            raise ConfigError(f"{where}: expected a list, got {raw!r}")
-        element = typing.get_args(kind)[0]
-        converted = tuple(_convert_scalar(item, element, metadata, where) for item in raw)
-        if len(set(converted)) != len(converted):
-            raise ConfigError(f"{where}: the list has duplicates")
-        return converted
-    return _convert_scalar(raw, kind, metadata, where)
-
-
-def _convert_scalar(raw: Any, kind: Any, metadata: dict[str, Any], where: str) -> Any:
-    """Convert one scalar; the error message shows what was expected."""
-    if kind is bool:
-        if not isinstance(raw, bool):
-            raise ConfigError(f"{where}: expected true or false, got {raw!r}")
-        return raw
-    if kind is int or kind is float:
-        return _number(raw, kind, metadata, where)
-    if isinstance(kind, type) and issubclass(kind, Enum):
-        choices = [member.value for member in kind]
-        if raw not in choices:
-            raise ConfigError(f"{where}: expected one of {choices}, got {raw!r}")
-        return kind(raw)
-    if not isinstance(raw, str):
-        raise ConfigError(f"{where}: expected a string, got {raw!r}")
-    return _string(raw, kind, metadata, where)
-
-
-def _number(raw: Any, kind: type, metadata: dict[str, Any], where: str) -> int | float:
-    """An int or float field, checked against its range."""
-    noun = "an integer" if kind is int else "a number"
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or (kind is int and raw % 1):
-        raise ConfigError(f"{where}: expected {noun}, got {raw!r}")
-    low, high = metadata.get("range", (None, None))
-    if (low is not None and raw < low) or (high is not None and raw > high):
-        raise ConfigError(f"{where}: expected {noun} from {low} to {high}, got {raw!r}")
-    return kind(raw)  # type: ignore[no-any-return]
-
-
-def _string(raw: str, kind: Any, metadata: dict[str, Any], where: str) -> Any:
-    """A string field, or a type written as a string (address, network, mode)."""
-    try:
-        if kind is ListenAddress:
-            return ListenAddress.parse(raw)
-        if isinstance(kind, types.UnionType):  # IPNetwork
-            return ipaddress.ip_network(raw, strict=True)
-        if metadata.get("address"):
-            return str(ipaddress.ip_address(raw))
-    except ValueError as error:
-        raise ConfigError(f"{where}: {error}") from error
-    if metadata.get("octal"):
-        try:
-            mode = int(raw, 8)
-        except ValueError:
-            mode = -1
-        if not 0 <= mode <= 0o777:
-            raise ConfigError(f'{where}: expected an octal file mode such as "0660", got {raw!r}')
-    if metadata.get("hostport") and raw:
-        try:
-            ListenAddress.parse(f"inet:{raw}")
-        except ValueError:
-            raise ConfigError(
-                f'{where}: expected HOST:PORT such as "127.0.0.1:9467" or "[::1]:9467", '
-                f'or "" to turn it off, got {raw!r}'
-            ) from None
-    if metadata.get("states") and raw not in PROTOCOL_STATES:
-        raise ConfigError(f"{where}: expected one of {sorted(PROTOCOL_STATES)}, got {raw!r}")
-    return raw
+def config_keys() -> list[tuple[str, Any]]:
+    """Every key as (dotted.name, default), for documentation and its tests."""
+    return schema_keys(Config)

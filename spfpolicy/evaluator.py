@@ -9,10 +9,12 @@ threads never share or change pyspf state.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import ipaddress
 import logging
 import threading
 import time
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,9 +58,19 @@ class LookupTrace:
     expires: float = float("inf")  # when the first DNS answer used stops being valid
     reusable: bool = True  # False after a DNS error or a record with a time macro
     from_result_cache: bool = False
+    no_mail_record: bool = False  # the first record fetched is exactly "v=spf1 -all"
 
     def record(self, name: str, rdtype: str, answer: DnsAnswer) -> None:
         """Note one answer: where it came from, how long it lives, whether it reads the time."""
+        if not self.questions and rdtype == "TXT":
+            # check_host() asks for the domain's own record first (RFC 7208 §4.4).
+            texts = [
+                b"".join(typing.cast(tuple[bytes, ...], r.value))
+                for r in answer.records
+                if r.rdtype == "TXT"
+            ]
+            spf_records = [t.lower().split() for t in texts if t.lower().startswith(b"v=spf1")]
+            self.no_mail_record = spf_records == [[b"v=spf1", b"-all"]]
         found = f"{len(answer.records)} records" if answer.records else answer.rcode.lower()
         if answer.from_cache:
             self.cache_hits += 1
@@ -101,6 +113,34 @@ def _to_pyspf(record: DnsRecord) -> tuple[tuple[str, str], Any]:
     return ((record.name, record.rdtype), record.value)
 
 
+class _Query(spf.query):  # type: ignore[misc]
+    """pyspf's query with the void lookup limit of this evaluator, not of the pyspf module.
+
+    pyspf counts void lookups against the module global MAX_VOID_LOOKUPS; changing that per
+    request would race between threads, so the count is kept here instead (RFC 7208 §4.6.4).
+    """
+
+    void_limit = spf.MAX_VOID_LOOKUPS
+    ipv6_void_fairness = False
+
+    def dns(
+        self,
+        name: str,
+        qtype: str,
+        cnames: dict[str, str] | None = None,
+        ignore_void: bool = False,
+    ) -> Any:
+        result = super().dns(name, qtype, cnames=cnames, ignore_void=True)
+        if result or ignore_void:
+            return result
+        if qtype == "AAAA" and self.ipv6_void_fairness and super().dns(name, "A", ignore_void=True):
+            return result  # the host exists, it only lacks IPv6: not a void lookup
+        self.void_lookups += 1
+        if self.void_lookups > self.void_limit:
+            raise spf.PermError(f"Void lookup limit of {self.void_limit} exceeded")
+        return result
+
+
 def install_dns_hook() -> None:
     """Point pyspf's DNS lookups at our resolvers; the one place a pyspf global is set."""
     with _hook_lock:
@@ -123,6 +163,8 @@ class SpfEvaluator:
         resolver: Resolver,
         *,
         receiver: str,
+        void_lookup_limit: int = spf.MAX_VOID_LOOKUPS,
+        ipv6_void_fairness: bool = False,
         result_cache: ResultCache | None = None,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -130,6 +172,8 @@ class SpfEvaluator:
         install_dns_hook()
         self.resolver = resolver
         self.receiver = receiver
+        self.void_lookup_limit = void_lookup_limit
+        self.ipv6_void_fairness = ipv6_void_fairness
         self.result_cache = result_cache
         self.observer: Observer = observer or NullObserver()
         self.clock = clock
@@ -155,6 +199,8 @@ class SpfEvaluator:
             outcome = self._check(identity, client_address, checked_sender, helo)
         finally:
             _current.reset(token)
+        if trace.no_mail_record and outcome.result is SpfResult.FAIL:
+            outcome = dataclasses.replace(outcome, publishes_no_mail=True)
         if self.result_cache is not None and self._reusable(outcome, trace):
             self.result_cache.put(key, outcome, trace.expires)
         return Evaluation(outcome, trace)
@@ -168,9 +214,9 @@ class SpfEvaluator:
         )
 
     def _check(self, identity: Identity, client: str, sender: str, helo: str) -> SpfOutcome:
-        query = spf.query(
-            i=client, s=sender, h=helo, receiver=self.receiver, strict=True, querytime=0
-        )
+        query = _Query(i=client, s=sender, h=helo, receiver=self.receiver, strict=True, querytime=0)
+        query.void_limit = self.void_lookup_limit
+        query.ipv6_void_fairness = self.ipv6_void_fairness
         # An empty default explanation tells a domain's own exp= text (RFC 7208 §6.2) apart.
         query.set_default_explanation("")
         result_name, _code, explanation = query.check()

@@ -165,6 +165,7 @@ class SpfOutcome:
     explanation: str = ""  # the domain's exp= text for fail, else pyspf's description
     mechanism: str = ""  # the term that matched, when one did
     problem: str = ""  # why the result is an error, for temperror and permerror
+    publishes_no_mail: bool = False  # the domain's record is exactly "v=spf1 -all"
 
 
 @dataclass(frozen=True, slots=True)

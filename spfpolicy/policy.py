@@ -9,7 +9,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from spfpolicy.config import Config, HeaderType
+from spfpolicy.config import Config, HeaderType, RecipientRule
 from spfpolicy.headers import authentication_results, received_spf
 from spfpolicy.model import (
     Decision,
@@ -54,10 +54,23 @@ def skip_reason(request: PolicyRequest, config: Config) -> str:
     address = client_ip(request.client_address)
     if address is None:
         return "invalid_client_address"
+    return _trusted(request, address, config)
+
+
+def _trusted(
+    request: PolicyRequest,
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    config: Config,
+) -> str:
+    """Skips that need no DNS: [skip] and [allow] networks, authentication, policy context."""
     if any(address in network for network in config.skip.networks):
         return "skip_network"
     if config.skip.authenticated and request.sasl_username:
         return "authenticated"
+    if request.policy_context and request.policy_context in config.skip.policy_contexts:
+        return "policy_context"
+    if any(address in network for network in config.allow.networks):
+        return "allow_network"
     return ""
 
 
@@ -92,33 +105,83 @@ def identities_to_check(
     return identities
 
 
-def verdict_for(outcome: SpfOutcome, config: Config) -> Verdict:
-    """The administrator's verdict for one identity's result."""
-    table = config.actions.helo if outcome.identity is Identity.HELO else config.actions.mailfrom
-    return table.verdict(outcome.result)
+def verdict_for(outcome: SpfOutcome, config: Config, rule: RecipientRule | None = None) -> Verdict:
+    """The verdict for one identity's result: the tables, then [policy]'s rules, then dry run."""
+    verdict, _ = judge(outcome, config, rule)
+    return verdict
+
+
+def judge(
+    outcome: SpfOutcome, config: Config, rule: RecipientRule | None = None
+) -> tuple[Verdict, Verdict | None]:
+    """(verdict, what enforcement would have done when the verdict is only a warning)."""
+    actions = rule.actions if rule is not None else config.actions
+    table = actions.helo if outcome.identity is Identity.HELO else actions.mailfrom
+    verdict = table.verdict(_effective_result(outcome, config))
+    would_have = None
+    if (
+        verdict is Verdict.REJECT
+        and config.policy.reject_only_no_mail
+        and not outcome.publishes_no_mail
+    ):
+        verdict, would_have = Verdict.WARN, Verdict.REJECT
+    if verdict in ENFORCING and (config.policy.dry_run or (rule is not None and rule.dry_run)):
+        verdict, would_have = Verdict.WARN, verdict
+    if verdict is Verdict.WARN and would_have is None:
+        would_have = Verdict.DEFER if outcome.result is SpfResult.TEMPERROR else Verdict.REJECT
+    return verdict, would_have
+
+
+def _effective_result(outcome: SpfOutcome, config: Config) -> SpfResult:
+    """The result the tables see: anything but pass is fail for reject_not_pass_domains."""
+    if (
+        outcome.result is not SpfResult.PASS
+        and outcome.identity is Identity.MAILFROM
+        and outcome.domain.lower() in config.policy.reject_not_pass_domains
+    ):
+        return SpfResult.FAIL
+    return outcome.result
 
 
 def decide(
-    request: PolicyRequest, outcomes: Sequence[SpfOutcome], config: Config, receiver: Receiver
+    request: PolicyRequest,
+    outcomes: Sequence[SpfOutcome],
+    config: Config,
+    receiver: Receiver,
+    rule: RecipientRule | None = None,
 ) -> Decision:
     """Map the outcomes to one action: the first enforcing verdict wins, else accept."""
+    warned: Verdict | None = None
     for outcome in outcomes:
-        verdict = verdict_for(outcome, config)
+        verdict, would_have = judge(outcome, config, rule)
         if verdict in ENFORCING:
-            action = enforcing_action(outcome, verdict, request.client_address)
+            action = enforcing_action(outcome, verdict, request.client_address, config)
             disposition = Disposition.REJECT if verdict is Verdict.REJECT else Disposition.DEFER
             return Decision(disposition, action, tuple(outcomes))
-    warned = [o for o in outcomes if verdict_for(o, config) is Verdict.WARN]
-    action = accept_action(request, outcomes, config, receiver)
-    if warned:
-        would_have = Verdict.DEFER if warned[0].result is SpfResult.TEMPERROR else Verdict.REJECT
-        return Decision(Disposition.WARN, action, tuple(outcomes), would_have=would_have)
+        if verdict is Verdict.WARN and warned is None:
+            warned = would_have
+    action = accept_action(request, outcomes, config, receiver, rule)
+    if warned is not None:
+        return Decision(Disposition.WARN, action, tuple(outcomes), would_have=warned)
     return Decision(Disposition.ACCEPT, action, tuple(outcomes))
 
 
-def enforcing_action(outcome: SpfOutcome, verdict: Verdict, client: str) -> str:
+def enforcing_action(outcome: SpfOutcome, verdict: Verdict, client: str, config: Config) -> str:
     """The access(5) reject or defer action, with a reason an administrator can act on."""
-    reason = reply_text(_reason(outcome, client))
+    template = (
+        config.policy.reject_reason if verdict is Verdict.REJECT else config.policy.defer_reason
+    )
+    if template:
+        text = template.format(
+            identity=outcome.identity.value,
+            domain=outcome.domain,
+            client=client,
+            result=outcome.result.value,
+            explanation=outcome.explanation or outcome.problem,
+        )
+    else:
+        text = _reason(outcome, client)
+    reason = reply_text(text)
     if verdict is Verdict.REJECT:
         code = SPF_ERROR_PERMANENT if outcome.result in _ERRORS else SPF_FAIL_CODE
         return f"550 {code} {reason}"
@@ -142,10 +205,19 @@ def _reason(outcome: SpfOutcome, client: str) -> str:
 
 
 def accept_action(
-    request: PolicyRequest, outcomes: Sequence[SpfOutcome], config: Config, receiver: Receiver
+    request: PolicyRequest,
+    outcomes: Sequence[SpfOutcome],
+    config: Config,
+    receiver: Receiver,
+    rule: RecipientRule | None = None,
 ) -> str:
-    """PREPEND the configured trace header, or DUNNO when there is none to add."""
-    if not outcomes or request.protocol_state.upper() in NO_PREPEND_STATES:
+    """The pass restriction class, or PREPEND the trace header, or DUNNO when there is none."""
+    if not outcomes:
+        return "DUNNO"
+    restriction = (rule.actions if rule is not None else config.actions).pass_restriction
+    if restriction and outcomes[-1].result is SpfResult.PASS:
+        return restriction  # Postfix takes one action per reply: the class, not the header
+    if request.protocol_state.upper() in NO_PREPEND_STATES:
         return "DUNNO"
     if config.headers.type is HeaderType.AUTHENTICATION_RESULTS:
         return "PREPEND " + authentication_results(outcomes, authserv_id=receiver.authserv_id)

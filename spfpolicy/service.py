@@ -11,12 +11,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cachetools import TTLCache
 
 from spfpolicy import policy
-from spfpolicy.config import Config
+from spfpolicy.allowlist import AllowList
+from spfpolicy.config import Config, RecipientRule
 from spfpolicy.decisionlog import log_decision
 from spfpolicy.evaluator import Evaluation, LookupTrace, SpfEvaluator, is_checkable_helo
 from spfpolicy.model import (
@@ -40,6 +41,15 @@ MEMO_SIZE = 20_000
 MEMO_MAX_AGE = 600.0
 
 
+@dataclass
+class _Message:
+    """What is known about one message (one smtpd instance) across its recipients."""
+
+    decisions: dict[RecipientRule | None, Decision] = field(default_factory=dict)
+    header_added: bool = False
+    allowed: str | None = None  # the DNS-backed allow-lists' answer, once asked
+
+
 @dataclass(frozen=True)
 class Explanation:
     """A decision with the evaluations behind it (for `spfpolicy check`)."""
@@ -57,15 +67,17 @@ class PolicyService:
         evaluator: SpfEvaluator,
         receiver: Receiver,
         *,
+        allow: AllowList | None = None,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        self.allow = allow
         self.evaluator = evaluator
         self.receiver = receiver
         self.observer: Observer = observer or NullObserver()
         self.clock = clock
-        self._memo: TTLCache[tuple[str, ...], Decision] = TTLCache(
+        self._memo: TTLCache[tuple[str, ...], _Message] = TTLCache(
             MEMO_SIZE, MEMO_MAX_AGE, timer=clock
         )
         self._memo_lock = threading.Lock()
@@ -95,7 +107,7 @@ class PolicyService:
         verdict = policy.verdict_for(outcome, self.config)
         if verdict not in policy.ENFORCING:
             return Decision(Disposition.ACCEPT, "DUNNO", (outcome,))
-        action = policy.enforcing_action(outcome, verdict, "this client")
+        action = policy.enforcing_action(outcome, verdict, "this client", self.config)
         disposition = Disposition.REJECT if verdict is Verdict.REJECT else Disposition.DEFER
         return Decision(disposition, action, (outcome,))
 
@@ -103,30 +115,69 @@ class PolicyService:
         reason = policy.skip_reason(request, self.config)
         if reason:
             return Explanation(policy.skip_decision(reason), ())
-        key = (request.instance, request.client_address, request.helo_name, request.sender)
-        if request.instance:
-            with self._memo_lock:
-                earlier = self._memo.get(key)
-            if earlier is not None:
-                return Explanation(policy.reuse(earlier), ())
+        rule = self.config.recipient_rule(request.recipient) if self.config.recipient else None
+        message = self._message(request)
+        earlier = message.decisions.get(rule) if message is not None else None
+        if earlier is not None:
+            return Explanation(policy.reuse(earlier), ())
         deadline = started + self.config.spf.time_budget
-        evaluations = self._evaluate(request, deadline)
+        allowed = self._allowed(request, message, deadline)
+        if allowed:
+            return Explanation(policy.skip_decision(allowed), ())
+        evaluations = self._evaluate(request, deadline, rule)
         if self.clock() >= deadline:
             self.observer.budget_exceeded()
         outcomes = [evaluation.outcome for evaluation in evaluations]
-        decision = policy.decide(request, outcomes, self.config, self.receiver)
+        decision = policy.decide(request, outcomes, self.config, self.receiver, rule)
         traces = [evaluation.trace for evaluation in evaluations]
         decision = dataclasses.replace(
             decision,
             dns_lookups=sum(len(trace.questions) for trace in traces),
             cache_hits=sum(trace.cache_hits + trace.from_result_cache for trace in traces),
         )
-        if request.instance:
-            with self._memo_lock:
-                self._memo[key] = decision
+        if message is not None:
+            decision = self._remember(message, rule, decision)
         return Explanation(decision, tuple(evaluations))
 
-    def _evaluate(self, request: PolicyRequest, deadline: float) -> list[Evaluation]:
+    def _message(self, request: PolicyRequest) -> _Message | None:
+        """The memo of this message (one smtpd instance), made on first sight."""
+        if not request.instance:
+            return None
+        key = (request.instance, request.client_address, request.helo_name, request.sender)
+        with self._memo_lock:
+            message = self._memo.get(key)
+            if message is None:
+                message = self._memo[key] = _Message()
+        return message
+
+    def _allowed(self, request: PolicyRequest, message: _Message | None, deadline: float) -> str:
+        """The DNS-backed allow-lists' verdict, asked once per message."""
+        if self.allow is None or not self.allow.active:
+            return ""
+        if message is not None and message.allowed is not None:
+            return message.allowed
+        client = policy.client_ip(request.client_address)
+        assert client is not None  # skip_reason turned unusable addresses away
+        allowed = self.allow.reason(request.helo_name, client, deadline)
+        if message is not None:
+            message.allowed = allowed
+        return allowed
+
+    def _remember(
+        self, message: _Message, rule: RecipientRule | None, decision: Decision
+    ) -> Decision:
+        """Memoise per recipient rule; the message gets its trace header only once."""
+        with self._memo_lock:
+            if decision.action.startswith("PREPEND "):
+                if message.header_added:
+                    decision = dataclasses.replace(decision, action="DUNNO")
+                message.header_added = True
+            message.decisions[rule] = decision
+        return decision
+
+    def _evaluate(
+        self, request: PolicyRequest, deadline: float, rule: RecipientRule | None
+    ) -> list[Evaluation]:
         """Evaluate identities in order; an enforcing HELO verdict ends the request (§2.3)."""
         helo_checkable = is_checkable_helo(request.helo_name)
         client = str(policy.client_ip(request.client_address))
@@ -134,7 +185,7 @@ class PolicyService:
         for identity in policy.identities_to_check(request, self.config, helo_checkable):
             evaluation = self._evaluate_one(identity, request, client, deadline)
             evaluations.append(evaluation)
-            if policy.verdict_for(evaluation.outcome, self.config) in policy.ENFORCING:
+            if policy.verdict_for(evaluation.outcome, self.config, rule) in policy.ENFORCING:
                 break
         return evaluations
 

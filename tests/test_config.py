@@ -198,12 +198,16 @@ def test_config_keys_lists_every_leaf_with_its_default() -> None:
     assert keys["actions.mailfrom.pass"] is Verdict.ACCEPT
     assert keys["actions.helo.temperror"] is Verdict.DEFER
     assert "server" not in keys
-    assert len(keys) == 37
+    assert len(keys) == 67
 
 
 def test_readme_documents_every_key() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     for key, _default in config_keys():
         section, _, _name = key.rpartition(".")
-        documented = f"`{section}.RESULT`" if section.startswith("actions.") else f"`{key}`"
+        tables = section.endswith((".helo", ".mailfrom")) or section in (
+            "actions.helo",
+            "actions.mailfrom",
+        )
+        documented = f"`{section}.RESULT`" if tables else f"`{key}`"
         assert documented in readme, f"README.md's config reference lacks {key}"

@@ -306,12 +306,12 @@ def test_no_prepend_at_end_of_message() -> None:
     ],
 )
 def test_enforcing_action_text(outcome: SpfOutcome, verdict: Verdict, expected: str) -> None:
-    assert policy.enforcing_action(outcome, verdict, "192.0.2.1") == expected
+    assert policy.enforcing_action(outcome, verdict, "192.0.2.1", Config()) == expected
 
 
 def test_explanation_cannot_break_the_reply() -> None:
     outcome = mailfrom(SpfResult.FAIL, explanation="bad\r\naction=OK\x00 caf\u00e9" + "x" * 1000)
-    action = policy.enforcing_action(outcome, Verdict.REJECT, "192.0.2.1")
+    action = policy.enforcing_action(outcome, Verdict.REJECT, "192.0.2.1", Config())
     assert action.isascii()
     assert action.isprintable()
     assert len(action) <= policy.MAX_REPLY_TEXT + len("550 5.7.23 ")

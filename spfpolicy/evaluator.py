@@ -59,6 +59,7 @@ class LookupTrace:
     reusable: bool = True  # False after a DNS error or a record with a time macro
     from_result_cache: bool = False
     no_mail_record: bool = False  # the first record fetched is exactly "v=spf1 -all"
+    macros: bool = False  # some TXT record fetched contains "%": a macro may read the inputs
 
     def record(self, name: str, rdtype: str, answer: DnsAnswer) -> None:
         """Note one answer: where it came from, how long it lives, whether it reads the time."""
@@ -77,6 +78,14 @@ class LookupTrace:
             found += " (cached)"
         self.questions.append((name, rdtype, found.replace("noerror", "no records")))
         self.expires = min(self.expires, answer.expires)
+        if rdtype == "TXT":
+            self.macros = self.macros or any(
+                b"%" in part
+                for record in answer.records
+                if isinstance(record.value, tuple)
+                for part in record.value
+                if isinstance(part, bytes)
+            )
         if rdtype == "TXT" and self.reusable:
             for record in answer.records:
                 if isinstance(record.value, tuple) and any(
@@ -187,9 +196,8 @@ class SpfEvaluator:
         "postmaster@<helo>". Raises nothing for DNS or record trouble: those are results.
         """
         checked_sender = "" if identity is Identity.HELO else sender
-        key = (identity, client_address, checked_sender, helo)
         if self.result_cache is not None:
-            cached = self.result_cache.get(key)
+            cached = self._cached(identity, client_address, checked_sender, helo)
             self.observer.result_cache_lookup(hit=cached is not None)
             if cached is not None:
                 return Evaluation(cached, LookupTrace(from_result_cache=True))
@@ -202,8 +210,29 @@ class SpfEvaluator:
         if trace.no_mail_record and outcome.result is SpfResult.FAIL:
             outcome = dataclasses.replace(outcome, publishes_no_mail=True)
         if self.result_cache is not None and self._reusable(outcome, trace):
+            if trace.macros:
+                key = (identity, client_address, checked_sender, helo)
+            else:
+                key = (identity, client_address, _DOMAIN_KEY, _domain_text(checked_sender, helo))
             self.result_cache.put(key, outcome, trace.expires)
         return Evaluation(outcome, trace)
+
+    def _cached(self, identity: Identity, client: str, sender: str, helo: str) -> SpfOutcome | None:
+        """A stored outcome for these inputs: by domain when no record used a macro, else exact.
+
+        Without macros, check_host() depends on the client address and the domain alone
+        (RFC 7208 §4: <sender> and the HELO name reach the result only through macros, §7), so
+        every sender of a domain shares one entry; the outcome then names this request's sender.
+        """
+        assert self.result_cache is not None
+        domain = _domain_text(sender, helo)
+        by_domain = self.result_cache.get((identity, client, _DOMAIN_KEY, domain))
+        if by_domain is not None:
+            checked = sender if sender else f"postmaster@{helo}"
+            if by_domain.sender == checked and by_domain.domain == domain:
+                return by_domain
+            return dataclasses.replace(by_domain, sender=checked, domain=domain)
+        return self.result_cache.get((identity, client, sender, helo))
 
     def _reusable(self, outcome: SpfOutcome, trace: LookupTrace) -> bool:
         """Whether a new evaluation is certain to give the same outcome until trace.expires."""
@@ -236,6 +265,18 @@ class SpfEvaluator:
             mechanism=str(query.mechanism or "") if result is not SpfResult.NONE else "",
             problem=problem,
         )
+
+
+# Marks a result cache key made of the domain alone; a sender never contains NUL.
+_DOMAIN_KEY = "\0domain"
+
+
+def _domain_text(sender: str, helo: str) -> str:
+    """The <domain> check_host() starts from, spelled as pyspf spells it (split_email)."""
+    if not sender:
+        return helo
+    _local, at, domain = sender.partition("@")
+    return domain if at else sender
 
 
 def is_checkable_helo(helo: str) -> bool:

@@ -17,6 +17,8 @@ ZONE = {
     "timed-exp.example": ["TXT v=spf1 -all exp=why.timed-exp.example"],
     "why.timed-exp.example": ["TXT rejected at %{T}"],
     "dnsfail.example": ["TXT v=spf1 include:down.example -all"],
+    "macro.example": ["TXT v=spf1 exists:%{l}.users.macro.example -all"],
+    "alice.users.macro.example": ["A 127.0.0.2"],
 }
 
 
@@ -59,16 +61,36 @@ def test_a_repeated_question_is_answered_from_the_result_cache() -> None:
     assert len(setup.upstream.asked) == asked
 
 
-@pytest.mark.parametrize(
-    "changes",
-    [{"client": "192.0.2.2"}, {"sender": "other@sender.example"}, {"helo": "h2.example"}],
-    ids=["client", "sender", "helo"],
-)
-def test_any_other_input_is_a_new_evaluation(changes: dict[str, str]) -> None:
+def test_another_client_is_a_new_evaluation() -> None:
     setup = Setup()
     setup.evaluate("user@sender.example")
+    assert not setup.evaluate("user@sender.example", client="192.0.2.2").trace.from_result_cache
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"sender": "other@sender.example"}, {"helo": "h2.example"}],
+    ids=["sender", "helo"],
+)
+def test_without_macros_the_domain_decides(changes: dict[str, str]) -> None:
+    """check_host() reads the sender and HELO only through macros (RFC 7208 §4, §7)."""
+    setup = Setup()
+    first = setup.evaluate("user@sender.example")
     arguments = {"sender": "user@sender.example", **changes}
-    assert not setup.evaluate(**arguments).trace.from_result_cache
+    again = setup.evaluate(**arguments)
+    assert again.trace.from_result_cache
+    assert again.outcome.sender == arguments["sender"]
+    assert again.outcome.result is first.outcome.result
+
+
+def test_with_macros_every_input_counts() -> None:
+    setup = Setup()
+    first = setup.evaluate("alice@macro.example")
+    assert first.outcome.result is SpfResult.PASS
+    assert setup.evaluate("alice@macro.example").trace.from_result_cache
+    other = setup.evaluate("bob@macro.example")
+    assert not other.trace.from_result_cache
+    assert other.outcome.result is SpfResult.FAIL
 
 
 def test_a_result_lives_no_longer_than_its_shortest_dns_answer() -> None:

@@ -7,6 +7,7 @@ import logging
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from spfpolicy import __version__, listeners, systemd
 from spfpolicy.allowlist import AllowList
@@ -15,6 +16,7 @@ from spfpolicy.daemon import Daemon
 from spfpolicy.evaluator import SpfEvaluator
 from spfpolicy.logs import configure_logging
 from spfpolicy.metrics import MetricsExporter, PrometheusObserver
+from spfpolicy.migrate import migrate
 from spfpolicy.model import ListenAddress, PolicyRequest, SpfPolicyError
 from spfpolicy.policy import Receiver
 from spfpolicy.resolver import CacheLimits, CachingResolver, Resolver
@@ -67,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     config_check = config_commands.add_parser("check", help="validate a configuration file")
     config_check.add_argument("file", metavar="FILE")
     config_check.set_defaults(run=_config_check)
+
+    migration = commands.add_parser(
+        "migrate-policyd-spf", help="print the spfpolicy TOML equivalent of a policyd-spf.conf"
+    )
+    migration.add_argument("file", metavar="FILE", help="the policyd-spf.conf to translate")
+    migration.set_defaults(run=_migrate_policyd_spf)
     return parser
 
 
@@ -126,6 +134,15 @@ def _configure_logging(config: Config) -> None:
 def _config_check(arguments: argparse.Namespace) -> int:
     load_config(arguments.file)
     print(f"{arguments.file}: OK")
+    return EXIT_OK
+
+
+def _migrate_policyd_spf(arguments: argparse.Namespace) -> int:
+    try:
+        text = Path(arguments.file).read_bytes().decode("utf-8", errors="replace")
+    except OSError as error:
+        raise SpfPolicyError(f"{arguments.file}: cannot read the file: {error.strerror}") from error
+    sys.stdout.write(migrate(text, arguments.file))
     return EXIT_OK
 
 

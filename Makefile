@@ -12,15 +12,36 @@ run: $(VENV)/.installed
 # The whole test suite: lint, types, then every test.
 test: lint typecheck pytest
 
+# The package smoke test is Python too; its main file, an autopkgtest, has no .py suffix.
+LINTED := spfpolicy tests packaging/debian/tests packaging/debian/tests/smoke
+
 lint: $(VENV)/.installed
-	$(BIN)/ruff check spfpolicy tests
-	$(BIN)/ruff format --check spfpolicy tests
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
 pytest: $(VENV)/.installed
 	$(BIN)/pytest
+
+# Packages built from the working tree into $(DIST): the .deb needs packaging/debian/control's
+# Build-Depends, the RPM Debian's rpm package (see packaging/build-*.sh). CI also installs,
+# smoke-tests and lints them: packaging/ci-packages.sh (root).
+DIST ?= dist
+.PHONY: deb rpm
+deb:
+	packaging/build-deb.sh $(DIST)
+
+rpm:
+	packaging/build-rpm.sh $(DIST)
+
+# Issue 4's benchmark: spfpolicy against a DUNNO floor and Debian's policyd-spf (apt-get install
+# postfix-policyd-spf-python), a few minutes; see tests/bench/README.md. Never part of `test`.
+# Options go in BENCH_ARGS, e.g. `make bench BENCH_ARGS=--quick` (under a minute).
+.PHONY: bench
+bench: $(VENV)/.installed
+	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 
 $(VENV)/.installed: pyproject.toml tests/constraints.txt
 	$(PYTHON) -m venv $(VENV)

@@ -127,8 +127,8 @@ def build_resolver(config: Config, observer: PrometheusObserver | None = None) -
     return cache
 
 
-def _configure_logging(config: Config) -> None:
-    configure_logging(config.log.level, config.log.format)
+def _configure_logging(config: Config, *, background: bool = False) -> None:
+    configure_logging(config.log.level, config.log.format, background=background)
 
 
 def _config_check(arguments: argparse.Namespace) -> int:
@@ -188,7 +188,7 @@ def _check(arguments: argparse.Namespace) -> int:
 
 def _serve(arguments: argparse.Namespace) -> int:
     config = _load(arguments.config)
-    _configure_logging(config)
+    _configure_logging(config, background=True)
     observer = PrometheusObserver(config.spf.time_budget)
     service = build_service(config, observer)
     inherited = systemd.listen_sockets()

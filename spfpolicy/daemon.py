@@ -62,6 +62,8 @@ class Daemon:
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping:
             log.warning("second stop signal: exiting at once")
+            for handler in logging.getLogger().handlers:
+                handler.flush()  # the background log writer would die with the process
             os._exit(EXIT_OK)  # not sys.exit: it would wait for connection threads
         self.stopping = True
         self.notifier.stopping()
@@ -92,7 +94,7 @@ class Daemon:
         for section in ("server", "metrics"):
             if getattr(config, section) != getattr(self.config, section):
                 log.warning("reload: [%s] changed; restart spfpolicy to apply it", section)
-        configure_logging(config.log.level, config.log.format)
+        configure_logging(config.log.level, config.log.format, background=True)
         resolver = self.service.evaluator.resolver if config.dns == self.config.dns else None
         service = self.build(config, resolver)
         self.service = service

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -38,6 +39,8 @@ class PrometheusObserver:
 
     def __init__(self, time_budget: float = 20.0) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # Label values come from closed sets, so this stays small.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         registry = self.registry
         buckets = (*tuple(b for b in _DURATION_BUCKETS if b < time_budget), time_budget)
         self.requests = Counter(
@@ -149,25 +152,31 @@ class PrometheusObserver:
         for disposition in Disposition:  # every action shows, at 0, from the first scrape
             self.decisions.labels(action=disposition.value)
 
+    def _child(self, metric: Any, *values: str) -> Any:
+        """metric.labels(*values), remembered: labels() costs more than the increment itself."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def track_dns_cache(self, size: Callable[[], int]) -> None:
         """Report size() as the DNS cache's entries at each scrape."""
         self.dns_cache_entries.set_function(lambda: float(size()))
 
     def request_received(self, protocol_state: str) -> None:
         """Count a request by its SMTP stage."""
-        self.requests.labels(protocol_state=_state_label(protocol_state)).inc()
+        self._child(self.requests, _state_label(protocol_state)).inc()
 
     def decision_made(self, decision: Decision, duration: float) -> None:
         """Count the action, the results behind it (once per message) and the time taken."""
-        self.decisions.labels(action=decision.disposition.value).inc()
+        self._child(self.decisions, decision.disposition.value).inc()
         self.duration.observe(duration)
         if decision.skip_reason:
-            self.skips.labels(reason=decision.skip_reason).inc()
+            self._child(self.skips, decision.skip_reason).inc()
         if not decision.reused:
             for outcome in decision.outcomes:
-                self.spf_results.labels(
-                    identity=outcome.identity.value, result=outcome.result.value
-                ).inc()
+                self._child(self.spf_results, outcome.identity.value, outcome.result.value).inc()
 
     def protocol_error(self, kind: str) -> None:
         """Count a malformed request."""
@@ -189,7 +198,7 @@ class PrometheusObserver:
     def dns_query(self, rdtype: str, outcome: str, duration: float) -> None:
         """Count one upstream query and its time."""
         label = rdtype if rdtype in _RDTYPES else "other"
-        self.dns_queries.labels(rdtype=label, outcome=outcome).inc()
+        self._child(self.dns_queries, label, outcome).inc()
         self.dns_duration.observe(duration)
 
     def dns_cache_lookup(self, hit: bool) -> None:
@@ -198,7 +207,7 @@ class PrometheusObserver:
 
     def result_cache_lookup(self, hit: bool) -> None:
         """Count a result cache hit or miss."""
-        self.result_cache.labels(outcome="hit" if hit else "miss").inc()
+        self._child(self.result_cache, "hit" if hit else "miss").inc()
 
     def budget_exceeded(self) -> None:
         """Count a request that ran out of time."""

@@ -11,7 +11,7 @@ import pytest
 
 from spfpolicy.config import LogFormat, LogLevel
 from spfpolicy.decisionlog import log_decision
-from spfpolicy.logs import configure_logging
+from spfpolicy.logs import BackgroundHandler, configure_logging
 from spfpolicy.model import (
     Decision,
     Disposition,
@@ -164,3 +164,22 @@ def test_json_exceptions_keep_their_traceback(stream: io.StringIO) -> None:
     document = json.loads(stream.getvalue())
     assert document["level"] == "error"
     assert "ValueError: junk record" in document["exception"]
+
+
+def test_background_handler_writes_every_line_in_order() -> None:
+    stream = io.StringIO()
+    handler = BackgroundHandler(stream, logging.Formatter("%(message)s"))
+    logger = logging.getLogger("spfpolicy.test.background")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        for number in range(2000):
+            logger.info("line %d", number)
+        handler.flush()
+        assert stream.getvalue().splitlines()[:3] == ["line 0", "line 1", "line 2"]
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert stream.getvalue().splitlines() == [f"line {n}" for n in range(2000)]
+    assert not handler.writer.is_alive()

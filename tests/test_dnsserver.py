@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dns.exception
@@ -342,3 +344,30 @@ def test_start_up_error_quotes_the_servers_stderr() -> None:
     with pytest.raises(ServerProcessError, match="expected a list of entries"):  # noqa: SIM117
         with running_dns_server({"bad.example": {"A": "192.0.2.1"}}):
             pytest.fail("the server should not have started")
+
+
+DELAY = 0.2
+CONCURRENT_QUERIES = 20
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_delay_holds_each_reply_back_without_serialising(tcp: bool) -> None:
+    """--delay: every reply comes no sooner than the delay, and all of them at about the same
+    time, not one delay after another (that would take CONCURRENT_QUERIES * DELAY seconds)."""
+    with running_dns_server(ZONE, delay=DELAY) as delayed_port:
+        started = time.monotonic()
+        with ThreadPoolExecutor(CONCURRENT_QUERIES) as pool:
+            timings = list(
+                pool.map(lambda _: timed_ask(delayed_port, tcp), range(CONCURRENT_QUERIES))
+            )
+        total = time.monotonic() - started
+    assert all(answered for _, answered in timings)
+    assert min(elapsed for elapsed, _ in timings) >= DELAY
+    assert total < 2.0, f"{CONCURRENT_QUERIES} queries took {total:.2f} s: serialised?"
+
+
+def timed_ask(port: int, tcp: bool) -> tuple[float, bool]:
+    """Seconds one query took, and whether it got its records."""
+    started = time.monotonic()
+    response = ask(port, "a.example", "A", tcp=tcp)
+    return time.monotonic() - started, bool(response.answer)

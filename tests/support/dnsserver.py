@@ -3,14 +3,18 @@
 Run it as a program (the tests do, through `fixtures.running_dns_server`):
 
     python tests/support/dnsserver.py --zone FILE [--port 0] [--address 127.0.0.1] [--ttl 300]
+                                      [--delay SECONDS] [--verbose]
 
 It binds UDP and TCP on one port, prints `READY <port>` once it is serving, and runs until
-SIGTERM or SIGINT (exit 0). What it answers is decided in zones.py; this module is the wire.
+SIGTERM or SIGINT (exit 0). What it answers is decided in zones.py and dnsreplies.py; this
+module is the wire. `--delay` holds every reply back (the benchmark's slow upstream resolver)
+without serialising: other queries are answered meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import logging
 import signal
@@ -18,164 +22,86 @@ import socket
 import struct
 import sys
 import threading
-from enum import StrEnum
+import time
 from pathlib import Path
 from types import TracebackType
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.opcode
-import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
-import dns.rdtypes.ANY.SOA
-import dns.rrset
-
 if __package__:
-    from .zones import Outcome, Zone, load_zone_file
+    from .dnsreplies import DEFAULT_TTL, MAX_TCP_MESSAGE, Responder, Transport
+    from .zones import load_zone_file
 else:  # run as a program: the script's own directory is on sys.path
-    from zones import Outcome, Zone, load_zone_file
+    from dnsreplies import DEFAULT_TTL, MAX_TCP_MESSAGE, Responder, Transport
+    from zones import load_zone_file
 
 log = logging.getLogger("dnsserver")
 
 DEFAULT_ADDRESS = "127.0.0.1"
-DEFAULT_TTL = 300
-CLASSIC_UDP_SIZE = 512  # RFC 1035 §4.2.1: the UDP limit without EDNS
-MAX_TCP_MESSAGE = 65535  # RFC 1035 §4.2.2: two-octet length prefix
-HEADER_SIZE = 12  # RFC 1035 §4.1.1
-OPCODE_MASK = 0x7800  # the opcode bits of the header flags word
 POLL_INTERVAL = 0.2  # how often the socket loops look at the stop flag
 TCP_IDLE_TIMEOUT = 30.0  # a test client that leaves a connection open should not pin a thread
 BIND_ATTEMPTS = 20  # port 0: the UDP port the kernel picks may be taken for TCP; try another
-SOA_TIMERS = (1, 3600, 600, 86400)  # serial, refresh, retry, expire: made up, never used
 
 
-class Transport(StrEnum):
-    """Where a query came in, which decides the size limit of its answer."""
+class DelayedSender:
+    """Sends UDP replies `delay` seconds after they were ready, from a thread of its own.
 
-    UDP = "udp"
-    TCP = "tcp"
-
-
-class Responder:
-    """Turns a query's wire bytes into the reply's, or into None when the zone says: stay silent."""
-
-    def __init__(self, zone: Zone, ttl: int = DEFAULT_TTL) -> None:
-        """Answer from `zone`; every record, and the negative-caching SOA, has TTL `ttl`."""
-        self.zone = zone
-        self.ttl = ttl
-
-    def respond(self, wire: bytes, transport: Transport) -> bytes | None:
-        """The reply to one message; never raises, whatever the bytes are."""
-        try:
-            query = dns.message.from_wire(wire)
-        except Exception:
-            log.info("malformed query of %d bytes", len(wire))
-            return formerr_reply(wire)
-        if query.flags & dns.flags.QR:
-            return None  # a response, not a query: answering those can start a ping-pong
-        try:
-            response = self.build(query)
-            return None if response is None else render(query, response, transport)
-        except Exception:
-            log.exception("cannot answer %s", query.question)
-            failure = dns.message.make_response(query)
-            failure.set_rcode(dns.rcode.SERVFAIL)
-            return failure.to_wire()
-
-    def build(self, query: dns.message.Message) -> dns.message.Message | None:
-        """The full response to `query` (before any truncation), or None for no reply."""
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.AA
-        if query.opcode() != dns.opcode.QUERY:
-            response.set_rcode(dns.rcode.NOTIMP)
-            return response
-        if len(query.question) != 1:
-            response.set_rcode(dns.rcode.FORMERR)
-            return response
-        question = query.question[0]
-        if question.rdclass != dns.rdataclass.IN:
-            response.set_rcode(dns.rcode.REFUSED)
-            return response
-        rdtype = dns.rdatatype.to_text(question.rdtype)
-        lookup = self.zone.lookup(question.name, rdtype)
-        log.debug("%s %s -> %s", question.name, rdtype, lookup.outcome)
-        if lookup.outcome is Outcome.TIMEOUT:
-            return None
-        for record_set in lookup.answer:
-            response.answer.append(
-                dns.rrset.from_rdata_list(record_set.owner, self.ttl, record_set.rdatas)
-            )
-        if lookup.outcome is Outcome.NXDOMAIN:
-            response.set_rcode(dns.rcode.NXDOMAIN)
-        if lookup.outcome in (Outcome.NXDOMAIN, Outcome.NODATA):
-            response.authority.append(self.soa(lookup.final_name))  # RFC 2308 §3
-        return response
-
-    def soa(self, name: dns.name.Name) -> dns.rrset.RRset:
-        """A made-up SOA for the zone `name` is in; its MINIMUM is the negative-cache TTL."""
-        apex = zone_apex(name)
-        rdata = dns.rdtypes.ANY.SOA.SOA(
-            dns.rdataclass.IN,
-            dns.rdatatype.SOA,
-            dns.name.from_text("ns", origin=apex),
-            dns.name.from_text("hostmaster", origin=apex),
-            *SOA_TIMERS,
-            self.ttl,
-        )
-        return dns.rrset.from_rdata_list(apex, self.ttl, [rdata])
-
-
-def zone_apex(name: dns.name.Name) -> dns.name.Name:
-    """Pretend zones are cut two labels below the root (example.com., in-addr.arpa.).
-
-    A name of two labels or fewer gets its parent, so that a name answered NXDOMAIN is never
-    the owner of the SOA that says it does not exist.
+    Sleeping in the receive loop would serialise the server (one reply per delay); here the
+    loop goes on at once. Every reply waits the same delay, so replies fall due in the order
+    they were queued: a FIFO is the whole schedule.
     """
-    labels = name.labels[:-1] if name.is_absolute() else name.labels
-    keep = min(2, len(labels) - 1)
-    return dns.name.Name((*labels[len(labels) - keep :], b"")) if keep > 0 else dns.name.root
 
+    def __init__(self, sock: socket.socket, delay: float, stopping: threading.Event) -> None:
+        """Send on `sock`, `delay` seconds late, until `stopping` is set (pending replies drop)."""
+        self._sock = sock
+        self._delay = delay
+        self._stopping = stopping
+        self._queue: collections.deque[tuple[float, bytes, object]] = collections.deque()
+        self._changed = threading.Condition()
 
-def render(
-    query: dns.message.Message, response: dns.message.Message, transport: Transport
-) -> bytes:
-    """Wire bytes of `response`; over UDP, an empty answer with TC if it does not fit."""
-    if transport is Transport.TCP:
-        return response.to_wire(max_size=MAX_TCP_MESSAGE)
-    limit = CLASSIC_UDP_SIZE
-    if query.edns >= 0:
-        limit = max(CLASSIC_UDP_SIZE, query.payload)  # RFC 6891 §6.2.5: never below 512
-    try:
-        return response.to_wire(max_size=limit)
-    except dns.exception.TooBig:
-        truncated = dns.message.make_response(query)
-        truncated.flags |= dns.flags.AA | dns.flags.TC  # RFC 2181 §9: the client retries on TCP
-        truncated.set_rcode(response.rcode())
-        return truncated.to_wire(max_size=limit)
+    def put(self, reply: bytes, peer: object) -> None:
+        """Queue one reply for `peer`."""
+        with self._changed:
+            self._queue.append((time.monotonic() + self._delay, reply, peer))
+            if len(self._queue) == 1:  # later ones fall due later: only a new head wakes us
+                self._changed.notify()
 
-
-def formerr_reply(wire: bytes) -> bytes | None:
-    """FORMERR for bytes that do not parse, if they have a header to echo (RFC 1035 §4.1.1)."""
-    if len(wire) < HEADER_SIZE:
-        return None
-    query_id, flags = struct.unpack("!HH", wire[:4])
-    if flags & dns.flags.QR:
-        return None
-    reply_flags = int(dns.flags.QR) | (flags & OPCODE_MASK) | int(dns.rcode.FORMERR)
-    return struct.pack("!HHHHHH", query_id, reply_flags, 0, 0, 0, 0)
+    def run(self) -> None:
+        """The sender thread: wait for the head of the queue to fall due, send what is due."""
+        while not self._stopping.is_set():
+            with self._changed:
+                now = time.monotonic()
+                due = []
+                while self._queue and self._queue[0][0] <= now:
+                    due.append(self._queue.popleft())
+                if not due:
+                    wait = self._queue[0][0] - now if self._queue else POLL_INTERVAL
+                    self._changed.wait(min(wait, POLL_INTERVAL))
+                    continue
+            for _, reply, peer in due:
+                with contextlib.suppress(OSError):  # the client may be gone: not our problem
+                    self._sock.sendto(reply, peer)
 
 
 class DnsServer:
     """UDP and TCP listeners on one port, each in its own thread; a thread per TCP connection."""
 
-    def __init__(self, responder: Responder, address: str = DEFAULT_ADDRESS, port: int = 0) -> None:
-        """Serve `responder` on `address`; port 0 lets the kernel choose (see `port`)."""
+    def __init__(
+        self,
+        responder: Responder,
+        address: str = DEFAULT_ADDRESS,
+        port: int = 0,
+        *,
+        delay: float = 0.0,
+    ) -> None:
+        """Serve `responder` on `address`; port 0 lets the kernel choose (see `port`).
+
+        `delay` holds every reply back that many seconds, without holding up other queries:
+        an upstream resolver that has to ask the Internet (the benchmark's "slow DNS").
+        """
         self.responder = responder
         self.address = address
         self.port = port
+        self.delay = delay
+        self._sender: DelayedSender | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._connections: set[socket.socket] = set()
@@ -187,7 +113,11 @@ class DnsServer:
         """Bind both sockets, start serving, and return the port."""
         self._udp, self._tcp = bind_pair(self.address, self.port)
         self.port = self._udp.getsockname()[1]
-        for target, name in ((self._serve_udp, "dns-udp"), (self._serve_tcp, "dns-tcp")):
+        targets = [(self._serve_udp, "dns-udp"), (self._serve_tcp, "dns-tcp")]
+        if self.delay > 0:
+            self._sender = DelayedSender(self._udp, self.delay, self._stopping)
+            targets.append((self._sender.run, "dns-udp-delayed"))
+        for target, name in targets:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -232,9 +162,13 @@ class DnsServer:
                 log.exception("UDP receive failed")
                 continue
             reply = self.responder.respond(wire, Transport.UDP)
-            if reply is not None:
-                with contextlib.suppress(OSError):  # the client may be gone: not our problem
-                    self._udp.sendto(reply, peer)
+            if reply is None:
+                continue
+            if self._sender is not None:
+                self._sender.put(reply, peer)
+                continue
+            with contextlib.suppress(OSError):  # the client may be gone: not our problem
+                self._udp.sendto(reply, peer)
 
     def _serve_tcp(self) -> None:
         assert self._tcp is not None
@@ -267,6 +201,9 @@ class DnsServer:
                     return
                 reply = self.responder.respond(wire, Transport.TCP)
                 if reply is not None:
+                    # A thread per connection: waiting here holds up no one else.
+                    if self.delay > 0 and self._stopping.wait(self.delay):
+                        return
                     connection.sendall(struct.pack("!H", len(reply)) + reply)
         except OSError:
             return  # reset, timeout or shutdown: the connection is over either way
@@ -316,6 +253,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     parser.add_argument("--address", default=DEFAULT_ADDRESS)
     parser.add_argument("--ttl", type=int, default=DEFAULT_TTL, help="TTL of every record")
+    parser.add_argument(
+        "--delay", type=float, default=0.0, help="seconds every reply is held back (default 0)"
+    )
     parser.add_argument("--verbose", action="store_true", help="log every query to stderr")
     return parser.parse_args(argv)
 
@@ -337,7 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     # Block the signals before any thread starts, so every thread inherits the mask and the
     # main thread alone takes them, synchronously, in sigwait() below: no handler races.
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    server = DnsServer(Responder(zone, arguments.ttl), arguments.address, arguments.port)
+    if arguments.delay < 0:
+        log.error("--delay must not be negative")
+        return 2
+    # A memoised reply skips the zone lookup, and with it the per-query debug line.
+    responder = Responder(zone, arguments.ttl, memoise=not arguments.verbose)
+    server = DnsServer(responder, arguments.address, arguments.port, delay=arguments.delay)
     try:
         port = server.start()
     except OSError as error:

@@ -60,19 +60,22 @@ class ServerProcess:
 
 
 @contextmanager
-def running_dns_server(zone: Mapping[str, Any], ttl: int = DEFAULT_TTL) -> Iterator[int]:
+def running_dns_server(
+    zone: Mapping[str, Any], ttl: int = DEFAULT_TTL, delay: float = 0.0
+) -> Iterator[int]:
     """Serve `zone` from a DNS server subprocess on 127.0.0.1 and yield its port (UDP and TCP).
 
     `zone` is a suite `zonedata:` mapping (name -> entries); see tests/support/zones.py for what
-    each entry means. Raises ServerProcessError, quoting the server's stderr, if it does not
-    report READY within READY_TIMEOUT seconds, or does not exit cleanly on SIGTERM at the end.
+    each entry means. `delay` holds every reply back that many seconds, concurrently.
+    Raises ServerProcessError, quoting the server's stderr, if it does not report READY within
+    READY_TIMEOUT seconds, or does not exit cleanly on SIGTERM at the end.
     """
     with tempfile.TemporaryDirectory(prefix="spfpolicy-dns-") as workdir:
         zone_path = Path(workdir) / "zone.json"
         # json.dumps escapes every control and non-ASCII character: the strings arrive exactly.
         zone_path.write_text(json.dumps(zone), encoding="utf-8")
         command = [sys.executable, str(DNS_SERVER_SCRIPT), "--zone", str(zone_path)]
-        command += ["--ttl", str(ttl)]
+        command += ["--ttl", str(ttl), "--delay", repr(delay)]
         log_path = Path(workdir) / "stderr.log"
         with managed_process("DNS server", command, log_path, capture_stdout=True) as server:
             yield await_ready_line(server)

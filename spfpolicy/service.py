@@ -46,6 +46,7 @@ class _Message:
     """What is known about one message (one smtpd instance) across its recipients."""
 
     decisions: dict[RecipientRule | None, Decision] = field(default_factory=dict)
+    evaluations: dict[Identity, Evaluation] = field(default_factory=dict)  # shared by rules
     header_added: bool = False
     allowed: str | None = None  # the DNS-backed allow-lists' answer, once asked
 
@@ -124,7 +125,7 @@ class PolicyService:
         allowed = self._allowed(request, message, deadline)
         if allowed:
             return Explanation(policy.skip_decision(allowed), ())
-        evaluations = self._evaluate(request, deadline, rule)
+        evaluations = self._evaluate(request, deadline, rule, message)
         if self.clock() >= deadline:
             self.observer.budget_exceeded()
         outcomes = [evaluation.outcome for evaluation in evaluations]
@@ -176,14 +177,24 @@ class PolicyService:
         return decision
 
     def _evaluate(
-        self, request: PolicyRequest, deadline: float, rule: RecipientRule | None
+        self,
+        request: PolicyRequest,
+        deadline: float,
+        rule: RecipientRule | None,
+        message: _Message | None,
     ) -> list[Evaluation]:
-        """Evaluate identities in order; an enforcing HELO verdict ends the request (§2.3)."""
+        """Evaluate identities in order; an enforcing HELO verdict ends the request (§2.3).
+
+        A message's identities are evaluated once: recipients with other rules reuse them.
+        """
         helo_checkable = is_checkable_helo(request.helo_name)
         client = str(policy.client_ip(request.client_address))
         evaluations: list[Evaluation] = []
         for identity in policy.identities_to_check(request, self.config, helo_checkable):
-            evaluation = self._evaluate_one(identity, request, client, deadline)
+            known = message.evaluations.get(identity) if message is not None else None
+            evaluation = known or self._evaluate_one(identity, request, client, deadline)
+            if message is not None:
+                message.evaluations[identity] = evaluation
             evaluations.append(evaluation)
             if policy.verdict_for(evaluation.outcome, self.config, rule) in policy.ENFORCING:
                 break

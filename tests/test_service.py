@@ -157,3 +157,32 @@ def test_the_time_budget_reaches_the_resolver() -> None:
     setup.service.handle(REQUEST)
     assert seen
     assert set(seen) == {1007.5}
+
+
+def test_recipients_with_other_rules_get_their_own_decision_and_no_second_header() -> None:
+    config = parse_config(
+        '[[recipient]]\nmatch = "abuse@receiver.example"\n'
+        '[recipient.actions.mailfrom]\nfail = "accept"\n'
+    )
+    setup = Service(config)
+    message = REQUEST.replace(client_address="203.0.113.5", helo_name="h.client.example")
+    first = setup.service.handle(message.replace(recipient="a@receiver.example"))
+    abuse = setup.service.handle(message.replace(recipient="abuse@receiver.example"))
+    again = setup.service.handle(message.replace(recipient="b@receiver.example"))
+    abuse_again = setup.service.handle(message.replace(recipient="Abuse@receiver.example"))
+    assert first.action.startswith("550 5.7.23 ")
+    assert abuse.action.startswith("PREPEND Received-SPF: fail ")  # its own rule, not the memo
+    assert again.action == first.action
+    assert again.reused
+    assert abuse_again.action == "DUNNO"  # the message has its header already
+    assert setup.resolver.asked.count(("sender.example", "TXT")) == 1  # one evaluation
+
+
+def test_a_header_is_added_once_even_across_rules() -> None:
+    config = parse_config('[[recipient]]\nmatch = "@receiver.example"\ndry_run = true\n')
+    setup = Service(config)
+    outside = setup.service.handle(REQUEST.replace(recipient="x@elsewhere.example"))
+    inside = setup.service.handle(REQUEST.replace(recipient="y@receiver.example"))
+    assert outside.action.startswith("PREPEND Received-SPF: pass ")
+    assert inside.action == "DUNNO"
+    assert not inside.reused  # decided for its own rule, header suppressed

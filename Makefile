@@ -1,4 +1,4 @@
-# The two commands of the README, plus the checks they are made of.
+# The README's two commands (run, test) and what they are made of; deb, rpm and bench too.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

@@ -137,7 +137,7 @@ def _effective_result(outcome: SpfOutcome, config: Config) -> SpfResult:
     if (
         outcome.result is not SpfResult.PASS
         and outcome.identity is Identity.MAILFROM
-        and outcome.domain.lower() in config.policy.reject_not_pass_domains
+        and outcome.domain.lower().rstrip(".") in config.policy.reject_not_pass_domains
     ):
         return SpfResult.FAIL
     return outcome.result

@@ -53,11 +53,6 @@ class ConfigError(SpfPolicyError):
     """A configuration file that cannot be used; the message says where and why."""
 
 
-def _attribute_name(key: str) -> str:
-    """TOML key -> field name ("pass" is a Python keyword, so its field is pass_)."""
-    return key + "_" if key == "pass" else key
-
-
 def _key_name(attribute: str) -> str:
     """Field name -> TOML key."""
     return attribute.rstrip("_")

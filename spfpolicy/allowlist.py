@@ -11,7 +11,7 @@ import ipaddress
 import logging
 
 from spfpolicy.config import AllowConfig
-from spfpolicy.evaluator import SpfEvaluator
+from spfpolicy.evaluator import SpfEvaluator, a_label
 from spfpolicy.model import Identity, SpfResult
 from spfpolicy.resolver import DnsError, Resolver
 
@@ -51,7 +51,7 @@ class AllowList:
 
     def _helo_confirmed(self, helo: str, client: IPAddress, deadline: float) -> bool:
         """A listed HELO name whose own A/AAAA records contain the client."""
-        name = helo.rstrip(".").lower()
+        name = a_label(helo.rstrip(".")).lower()  # the config lists domains as A-labels
         return name in self.allow.helo_names and self._has_address(name, client, deadline)
 
     def _ptr_confirmed(self, client: IPAddress, deadline: float) -> bool:

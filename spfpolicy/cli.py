@@ -200,6 +200,7 @@ def _serve(arguments: argparse.Namespace) -> int:
     server = PolicyServer(
         listen,
         service.handle,
+        cached_handler=service.handle_cached,
         max_connections=config.server.max_connections,
         idle_timeout=config.server.idle_timeout,
         unix_mode=config.server.unix_mode_bits,
@@ -226,6 +227,9 @@ def _serve(arguments: argparse.Namespace) -> int:
     server.serve_forever()
     if exporter is not None:
         exporter.stop()
+    if server.failed:
+        log.critical("spfpolicy stopped after an internal error (see above)")
+        return EXIT_FAILURE  # systemd's Restart=on-failure starts it again
     log.info("spfpolicy stopped")
     return EXIT_OK
 

@@ -33,6 +33,13 @@ class HeaderType(StrEnum):
     NONE = "none"
 
 
+class InternalErrorAction(StrEnum):
+    """What a request answers when deciding it raised an unexpected exception (a bug)."""
+
+    DEFER = "defer"  # DEFER_IF_PERMIT 4.3.0: the mail waits, Postfix's client retries
+    ACCEPT = "accept"  # DUNNO: the mail flows on unchecked
+
+
 class LogFormat(StrEnum):
     """How log lines are written."""
 
@@ -59,7 +66,7 @@ class ServerConfig:
     """[server]: where and how the policy socket listens."""
 
     listen: tuple[ListenAddress, ...] = (ListenAddress.parse("inet:127.0.0.1:10035"),)
-    max_connections: int = field(default=512, metadata=_range(1, 100_000))
+    max_connections: int = field(default=4096, metadata=_range(1, 100_000))
     idle_timeout: float = field(default=330.0, metadata=_range(1, 86_400))  # Postfix max_idle=300
     unix_mode: str = field(default="0666", metadata={"octal": True})  # mode of unix sockets
 
@@ -168,6 +175,8 @@ class PolicyConfig:
     dry_run: bool = False  # every reject and defer becomes warn
     reject_reason: str = field(default="", metadata={"template": True})  # "": built-in
     defer_reason: str = field(default="", metadata={"template": True})
+    # A bug must not lose mail: deferring holds it until the bug is fixed; "accept" lets it in.
+    on_internal_error: InternalErrorAction = InternalErrorAction.DEFER
 
 
 @dataclass(frozen=True)

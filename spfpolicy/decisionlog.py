@@ -15,6 +15,8 @@ from spfpolicy.model import Decision, Identity, PolicyRequest, SpfOutcome
 log = logging.getLogger("spfpolicy.decision")
 
 MAX_FIELD = 200  # characters of one attacker-controlled value kept in the log
+# What finds a request again in Postfix's own log: the message, the client, its identities.
+IDENTIFYING_FIELDS = ("instance", "queue_id", "client", "helo", "sender")
 
 
 def log_decision(request: PolicyRequest, decision: Decision, duration: float) -> None:
@@ -24,6 +26,20 @@ def log_decision(request: PolicyRequest, decision: Decision, duration: float) ->
     fields = decision_fields(request, decision, duration)
     text = " ".join(f"{key}={_quoted(value)}" for key, value in fields.items())
     log.info("decision %s", text, extra={"fields": fields})
+
+
+def log_internal_error(request: PolicyRequest, decision: Decision) -> None:
+    """Log at error level, with the traceback, that deciding `request` raised; call it in the
+    except block. The line names the request and the answer it got instead."""
+    every = decision_fields(request, decision, 0.0)
+    fields = {key: every[key] for key in (*IDENTIFYING_FIELDS, "action")}
+    text = " ".join(f"{key}={_quoted(value)}" for key, value in fields.items())
+    log.error(
+        "internal error, answered as [policy] on_internal_error says: %s",
+        text,
+        exc_info=True,
+        extra={"fields": fields},
+    )
 
 
 def decision_fields(
@@ -47,6 +63,8 @@ def decision_fields(
         fields["would_have"] = decision.would_have.value
     if decision.reused:
         fields["reused"] = "yes"
+    if decision.internal_error:
+        fields["internal_error"] = "yes"
     fields["action"] = _bounded(_action_summary(decision.action))
     fields["dns_lookups"] = decision.dns_lookups
     fields["cache_hits"] = decision.cache_hits

@@ -21,6 +21,7 @@ from typing import Any
 
 import spf
 
+from spfpolicy import cacheonly
 from spfpolicy.model import Identity, NullObserver, Observer, SpfOutcome, SpfResult
 from spfpolicy.resolver import DnsAnswer, DnsError, DnsRecord, Resolver
 from spfpolicy.resultcache import ResultCache
@@ -140,7 +141,9 @@ class _Query(spf.query):  # type: ignore[misc]
         ignore_void: bool = False,
     ) -> Any:
         result = super().dns(name, qtype, cnames=cnames, ignore_void=True)
-        if result or ignore_void:
+        # cnames is set when pyspf calls itself to follow a CNAME: that is the same lookup,
+        # counted once by the outermost call (pyspf counted it at every hop).
+        if result or ignore_void or cnames:
             return result
         if qtype == "AAAA" and self.ipv6_void_fairness and super().dns(name, "A", ignore_void=True):
             return result  # the host exists, it only lacks IPv6: not a void lookup
@@ -194,11 +197,20 @@ class SpfEvaluator:
 
         For the HELO identity and for the null sender, RFC 7208 §2.3/§2.4 check
         "postmaster@<helo>". Raises nothing for DNS or record trouble: those are results.
+        An internationalised domain is checked, cached and reported as A-labels (a_label).
         """
+        sender, helo = _a_label_mailbox(sender) if sender else "", a_label(helo)
+        with cacheonly.all_or_nothing():
+            return self._evaluate(identity, client_address, sender, helo, deadline)
+
+    def _evaluate(
+        self, identity: Identity, client_address: str, sender: str, helo: str, deadline: float
+    ) -> Evaluation:
         checked_sender = "" if identity is Identity.HELO else sender
         if self.result_cache is not None:
             cached = self._cached(identity, client_address, checked_sender, helo)
-            self.observer.result_cache_lookup(hit=cached is not None)
+            hit = cached is not None
+            cacheonly.observe(lambda: self.observer.result_cache_lookup(hit=hit))
             if cached is not None:
                 return Evaluation(cached, LookupTrace(from_result_cache=True))
         trace = LookupTrace()
@@ -207,6 +219,11 @@ class SpfEvaluator:
             outcome = self._check(identity, client_address, checked_sender, helo)
         finally:
             _current.reset(token)
+        attempt = cacheonly.current()
+        if attempt is not None and attempt.missed:
+            # pyspf swallows every exception while fetching an exp= text: the outcome may lack
+            # what the cache did not hold, so it must be neither used nor stored.
+            raise cacheonly.NotCached("an answer pyspf needed is not cached")
         if trace.no_mail_record and outcome.result is SpfResult.FAIL:
             outcome = dataclasses.replace(outcome, publishes_no_mail=True)
         if self.result_cache is not None and self._reusable(outcome, trace):
@@ -279,6 +296,34 @@ def _domain_text(sender: str, helo: str) -> str:
     return domain if at else sender
 
 
+# RFC 1035 §2.3.4: no domain name is longer; a longer U-label string cannot become one.
+MAX_DOMAIN_NAME = 255
+
+
+def a_label(domain: str) -> str:
+    """domain with its U-labels written as A-labels: "bücher.example" -> "xn--bcher-kva.example".
+
+    RFC 7208 §4.3 looks domain names up as A-labels, and RFC 8616 §4 keeps that for SMTPUTF8
+    senders and HELO names. pyspf hands names to DNS as it gets them and then looks for the
+    answers under the name it asked for, so a U-label never finds the record published for it.
+    The conversion is IDNA 2003 (Python's codec, as dnspython uses without the idna package). A
+    name that is not a valid IDN comes back unchanged, and check_host() finds no record for it,
+    as for any other malformed domain (§4.3: "none").
+    """
+    if domain.isascii() or len(domain) > MAX_DOMAIN_NAME:
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain
+
+
+def _a_label_mailbox(sender: str) -> str:
+    """The sender with its domain as A-labels; a UTF-8 local-part stays as sent (RFC 8616 §4)."""
+    local_part, at, domain = sender.partition("@")  # the first "@", as pyspf's split_email
+    return f"{local_part}@{a_label(domain)}" if at else a_label(sender)
+
+
 def is_checkable_helo(helo: str) -> bool:
     """True when a HELO name is a multi-label domain name worth an SPF check (§2.3).
 
@@ -287,6 +332,9 @@ def is_checkable_helo(helo: str) -> bool:
     name = helo.rstrip(".")
     if not name or name.startswith("[") or "." not in name:
         return False
+    # Only a name ending in digits or holding ":" can be an address: skip parsing the rest.
+    if ":" not in name and not name.rpartition(".")[2].isdigit():
+        return all(label for label in name.split("."))
     try:
         ipaddress.ip_address(name)
     except ValueError:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import socket
 import stat
 from dataclasses import dataclass
@@ -100,3 +101,23 @@ def address_of(listener: socket.socket) -> ListenAddress:
     if listener.family == socket.AF_UNIX:
         return ListenAddress(ListenKind.UNIX, path=str(name))
     return ListenAddress(ListenKind.INET, host=name[0], port=name[1])
+
+
+# Descriptors besides client connections: listeners, DNS sockets, logs, the metrics exporter.
+SPARE_DESCRIPTORS = 256
+
+
+def raise_open_file_limit(connections: int) -> int:
+    """Raise the soft RLIMIT_NOFILE (up to the hard one) to fit connections; return it.
+
+    systemd and most shells start services with a soft limit of 1024, far below what an event
+    loop holding thousands of idle connections needs; the hard limit is usually much higher.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + SPARE_DESCRIPTORS
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    return soft

@@ -124,6 +124,11 @@ class PrometheusObserver:
             "Requests that used up their whole time budget.",
             registry=registry,
         )
+        self.internal_errors = Counter(
+            "spfpolicy_internal_errors",
+            "Requests answered with [policy] on_internal_error because deciding them raised.",
+            registry=registry,
+        )
         self.reloads = Counter(
             "spfpolicy_config_reloads",
             "Configuration reloads, by outcome (success, failure).",
@@ -174,6 +179,8 @@ class PrometheusObserver:
         self.duration.observe(duration)
         if decision.skip_reason:
             self._child(self.skips, decision.skip_reason).inc()
+        if decision.internal_error:
+            self.internal_errors.inc()
         if not decision.reused:
             for outcome in decision.outcomes:
                 self._child(self.spf_results, outcome.identity.value, outcome.result.value).inc()

@@ -96,6 +96,11 @@ class ListenAddress:
         return f"inet:{host}:{self.port}"
 
 
+# The null reverse-path as SMTP writes it (RFC 5321 §4.1.1.2). A client that copies it from
+# MAIL FROM means the null sender, whose identity is postmaster@HELO (RFC 7208 §2.4), not a
+# domain named "<>".
+NULL_REVERSE_PATH = "<>"
+
 # Postfix policy delegation attribute names that we read (postconf(5), SMTPD_POLICY_README).
 REQUEST_ATTRIBUTES = (
     "request",
@@ -146,8 +151,14 @@ class PolicyRequest:
 
     @classmethod
     def from_attributes(cls, attributes: Mapping[str, str]) -> PolicyRequest:
-        """Build a request from name=value pairs, ignoring names we do not use."""
-        return cls(**{name: attributes[name] for name in REQUEST_ATTRIBUTES if name in attributes})
+        """Build a request from name=value pairs, ignoring names we do not use.
+
+        A sender of "<>" is the null sender, which Postfix itself sends as "sender=".
+        """
+        values = {name: attributes[name] for name in REQUEST_ATTRIBUTES if name in attributes}
+        if values.get("sender") == NULL_REVERSE_PATH:
+            values["sender"] = ""
+        return cls(**values)
 
     def replace(self, **changes: str) -> PolicyRequest:
         """Return a copy with some attributes changed."""
@@ -180,6 +191,7 @@ class Decision:
     reused: bool = False  # answered from the per-message memo
     dns_lookups: int = 0  # DNS answers the evaluations used
     cache_hits: int = 0  # of which from the DNS cache, plus results from the result cache
+    internal_error: bool = False  # deciding raised: the answer is [policy] on_internal_error
 
 
 class Observer(Protocol):

@@ -5,11 +5,12 @@ No sockets, no DNS, no clock: request + outcomes + config in, Decision out (DESI
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from spfpolicy.config import Config, HeaderType, RecipientRule
+from spfpolicy.config import Config, HeaderType, InternalErrorAction, RecipientRule
 from spfpolicy.headers import authentication_results, received_spf
 from spfpolicy.model import (
     Decision,
@@ -32,6 +33,14 @@ SPF_FAIL_CODE = "5.7.23"  # SPF validation failed
 SPF_ERROR_PERMANENT = "5.7.24"  # SPF validation error
 SPF_ERROR_TEMPORARY = "4.7.24"
 NOT_AUTHORIZED_TEMPORARY = "4.7.1"  # RFC 3463: delivery not authorized (for deferred non-errors)
+# RFC 3463 §3.4 X.3.0, "other or undefined mail system status": our own system failed. Not
+# RFC 7372's 4.7.24, which would send the sender's postmaster to check an SPF record that is
+# fine; not 4.3.5, which Postfix itself answers when the policy service is down or misconfigured.
+LOCAL_ERROR_TEMPORARY = "4.3.0"
+INTERNAL_ERROR_DEFER = (
+    f"DEFER_IF_PERMIT {LOCAL_ERROR_TEMPORARY} Temporary local error in the SPF check, "
+    "try again later"
+)
 
 ENFORCING = frozenset({Verdict.REJECT, Verdict.DEFER})
 _ERRORS = frozenset({SpfResult.TEMPERROR, SpfResult.PERMERROR})
@@ -74,6 +83,9 @@ def _trusted(
     return ""
 
 
+# Parsing an address costs more than the rest of the skip rules; the same few thousand client
+# addresses come back all day, and a bounded memo of immutable results is safe across threads.
+@functools.lru_cache(maxsize=8192)
 def client_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The client address as an IP, or None when Postfix sent something unusable.
 
@@ -232,6 +244,18 @@ def accept_action(
         )
         return "PREPEND " + header
     return "DUNNO"
+
+
+def internal_error_decision(config: Config) -> Decision:
+    """The answer when deciding a request raised: [policy] on_internal_error.
+
+    Deferring uses DEFER_IF_PERMIT, like temperror: a later restriction that rejects still
+    rejects, and otherwise the client retries. [policy] dry_run does not soften it: dry run is
+    about SPF verdicts, and a failed request has none.
+    """
+    if config.policy.on_internal_error is InternalErrorAction.ACCEPT:
+        return Decision(Disposition.ACCEPT, "DUNNO", internal_error=True)
+    return Decision(Disposition.DEFER, INTERNAL_ERROR_DEFER, internal_error=True)
 
 
 def skip_decision(reason: str) -> Decision:

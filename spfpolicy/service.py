@@ -13,25 +13,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cachetools import TTLCache
+from cachetools import LRUCache
 
-from spfpolicy import policy
+from spfpolicy import cacheonly, policy
 from spfpolicy.allowlist import AllowList
 from spfpolicy.config import Config, RecipientRule
-from spfpolicy.decisionlog import log_decision
+from spfpolicy.decisionlog import log_decision, log_internal_error
 from spfpolicy.evaluator import Evaluation, LookupTrace, SpfEvaluator, is_checkable_helo
 from spfpolicy.model import (
     Decision,
-    Disposition,
     Identity,
     NullObserver,
     Observer,
     PolicyRequest,
     SpfOutcome,
     SpfResult,
-    Verdict,
 )
 from spfpolicy.policy import Receiver
+from spfpolicy.resolver import CachingResolver
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +44,7 @@ MEMO_MAX_AGE = 600.0
 class _Message:
     """What is known about one message (one smtpd instance) across its recipients."""
 
+    created: float  # clock time of its first request
     decisions: dict[RecipientRule | None, Decision] = field(default_factory=dict)
     evaluations: dict[Identity, Evaluation] = field(default_factory=dict)  # shared by rules
     header_added: bool = False
@@ -78,19 +78,49 @@ class PolicyService:
         self.receiver = receiver
         self.observer: Observer = observer or NullObserver()
         self.clock = clock
-        self._memo: TTLCache[tuple[str, ...], _Message] = TTLCache(
-            MEMO_SIZE, MEMO_MAX_AGE, timer=clock
-        )
+        # LRU with the age checked on lookup: a TTLCache's bookkeeping on every new message
+        # cost more than the rest of the memo's work.
+        self._memo: LRUCache[tuple[str, ...], _Message] = LRUCache(MEMO_SIZE)
         self._memo_lock = threading.Lock()
+        # Cache-only attempts need the shared cache: without it every lookup is upstream.
+        self.answers_from_cache = isinstance(evaluator.resolver, CachingResolver)
 
     def handle(self, request: PolicyRequest) -> Decision:
-        """Answer one request; never raises (an internal error gives the temperror action)."""
+        """Answer one request; never raises (an internal error answers on_internal_error)."""
         started = self.clock()
         try:
             decision = self._decide(request, started).decision
-        except Exception:
-            log.exception("internal error deciding a request from %s", request.client_address)
+        except Exception:  # noqa: BLE001 - the connection boundary: logged with its traceback
             decision = self.error_decision()
+            log_internal_error(request, decision)
+        duration = self.clock() - started
+        log_decision(request, decision, duration)
+        self.observer.decision_made(decision, duration)
+        return decision
+
+    def handle_cached(self, request: PolicyRequest) -> Decision | None:
+        """Answer from what the caches hold, or None: then handle() must decide the request.
+
+        For the server's I/O thread: it never asks upstream DNS nor waits for another thread's
+        question, and never raises. What a given-up attempt learned stays in the memo.
+        """
+        if not self.answers_from_cache:
+            return None
+        started = self.clock()
+        with cacheonly.cache_only() as attempt:
+            try:
+                decision = self._decide(request, started).decision
+            except cacheonly.NotCached:
+                decision = None
+            except Exception:  # noqa: BLE001 - as in handle(): logged with its traceback
+                if attempt.missed:
+                    decision = None  # maybe because of the miss: the worker will see
+                else:
+                    decision = self.error_decision()
+                    log_internal_error(request, decision)
+        attempt.replay()  # the counts of the work that was kept
+        if decision is None or attempt.missed:
+            return None
         duration = self.clock() - started
         log_decision(request, decision, duration)
         self.observer.decision_made(decision, duration)
@@ -101,16 +131,9 @@ class PolicyService:
         return self._decide(request, self.clock())
 
     def error_decision(self) -> Decision:
-        """What an unexpected failure answers: the MAIL FROM temperror action, never accept."""
-        outcome = SpfOutcome(
-            Identity.MAILFROM, SpfResult.TEMPERROR, "", "", problem="internal error"
-        )
-        verdict = policy.verdict_for(outcome, self.config)
-        if verdict not in policy.ENFORCING:
-            return Decision(Disposition.ACCEPT, "DUNNO", (outcome,))
-        action = policy.enforcing_action(outcome, verdict, "this client", self.config)
-        disposition = Disposition.REJECT if verdict is Verdict.REJECT else Disposition.DEFER
-        return Decision(disposition, action, (outcome,))
+        """What an unexpected failure answers: [policy] on_internal_error (the server's
+        fallback too, should handle() itself fail)."""
+        return policy.internal_error_decision(self.config)
 
     def _decide(self, request: PolicyRequest, started: float) -> Explanation:
         reason = policy.skip_reason(request, self.config)
@@ -145,10 +168,11 @@ class PolicyService:
         if not request.instance:
             return None
         key = (request.instance, request.client_address, request.helo_name, request.sender)
+        now = self.clock()
         with self._memo_lock:
             message = self._memo.get(key)
-            if message is None:
-                message = self._memo[key] = _Message()
+            if message is None or now - message.created > MEMO_MAX_AGE:
+                message = self._memo[key] = _Message(now)
         return message
 
     def _allowed(self, request: PolicyRequest, message: _Message | None, deadline: float) -> str:
@@ -159,7 +183,8 @@ class PolicyService:
             return message.allowed
         client = policy.client_ip(request.client_address)
         assert client is not None  # skip_reason turned unusable addresses away
-        allowed = self.allow.reason(request.helo_name, client, deadline)
+        with cacheonly.all_or_nothing():
+            allowed = self.allow.reason(request.helo_name, client, deadline)
         if message is not None:
             message.allowed = allowed
         return allowed
@@ -168,6 +193,9 @@ class PolicyService:
         self, message: _Message, rule: RecipientRule | None, decision: Decision
     ) -> Decision:
         """Memoise per recipient rule; the message gets its trace header only once."""
+        attempt = cacheonly.current()
+        if attempt is not None and attempt.missed:
+            raise cacheonly.NotCached("a decision made without every answer is not kept")
         with self._memo_lock:
             if decision.action.startswith("PREPEND "):
                 if message.header_added:
@@ -211,6 +239,8 @@ class PolicyService:
                 helo=request.helo_name,
                 deadline=deadline,
             )
+        except cacheonly.NotCached:
+            raise  # a cache-only attempt gives up; the worker evaluates this identity
         except Exception as error:
             # A pyspf bug on a junk record must not cost the request: temperror, logged.
             log.exception("SPF %s evaluation failed for sender=%r", identity, request.sender[:200])

@@ -108,24 +108,37 @@ class StubResolver:
             )
         return reply
 
-    def _remaining(self, deadline: float) -> float:
-        remaining = min(self.query_timeout, deadline - self.clock())
-        if remaining <= 0:
+    def _attempt_deadline(self, deadline: float) -> float:
+        """When one try (one server, one transport) gives up: query_timeout from now, or sooner.
+
+        Fixed when the try starts, so that a stream of forged or stray packets, each of which
+        wakes the read, cannot stretch the try past query_timeout and starve the next server.
+        """
+        now = self.clock()
+        if deadline <= now:
             raise DnsError(
                 DnsFailure.TIMEOUT, "the request's time budget is used up", cacheable=False
             )
+        return min(deadline, now + self.query_timeout)
+
+    def _remaining(self, attempt: float) -> float:
+        """Seconds left of this try; TimeoutError (a DNS timeout) when none are."""
+        remaining = attempt - self.clock()
+        if remaining <= 0:
+            raise TimeoutError("query timeout")
         return remaining
 
     def _udp(self, request: dns.message.Message, server: str, deadline: float) -> Any:
         family = socket.AF_INET6 if ":" in server else socket.AF_INET
         wire = request.to_wire()
+        attempt = self._attempt_deadline(deadline)
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(self._remaining(deadline))
             try:
+                sock.settimeout(self._remaining(attempt))
                 sock.connect((server, self.port))
                 sock.send(wire)
                 while True:
-                    sock.settimeout(self._remaining(deadline))
+                    sock.settimeout(self._remaining(attempt))
                     reply = _parse(sock.recv(MAX_TCP_MESSAGE))
                     # A reply to another question is ignored, as a spoofing defence.
                     if reply is not None and request.is_response(reply):
@@ -138,13 +151,14 @@ class StubResolver:
     def _tcp(self, request: dns.message.Message, server: str, deadline: float) -> Any:
         family = socket.AF_INET6 if ":" in server else socket.AF_INET
         wire = request.to_wire()
+        attempt = self._attempt_deadline(deadline)
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             try:
-                sock.settimeout(self._remaining(deadline))
+                sock.settimeout(self._remaining(attempt))
                 sock.connect((server, self.port))
                 sock.sendall(struct.pack("!H", len(wire)) + wire)
-                (length,) = struct.unpack("!H", self._receive(sock, 2, deadline))
-                reply = _parse(self._receive(sock, length, deadline))
+                (length,) = struct.unpack("!H", self._receive(sock, 2, attempt))
+                reply = _parse(self._receive(sock, length, attempt))
             except TimeoutError as error:
                 raise DnsError(DnsFailure.TIMEOUT, f"no TCP reply from {server}") from error
             except OSError as error:
@@ -153,11 +167,11 @@ class StubResolver:
             raise DnsError(DnsFailure.ERROR, f"{server} sent an unusable reply over TCP")
         return reply
 
-    def _receive(self, sock: socket.socket, size: int, deadline: float) -> bytes:
-        """Read exactly size bytes from a TCP socket within the deadline."""
+    def _receive(self, sock: socket.socket, size: int, attempt: float) -> bytes:
+        """Read exactly size bytes from a TCP socket before the try's deadline."""
         chunks = bytearray()
         while len(chunks) < size:
-            sock.settimeout(self._remaining(deadline))
+            sock.settimeout(self._remaining(attempt))
             chunk = sock.recv(size - len(chunks))
             if not chunk:
                 raise ConnectionResetError("connection closed mid-reply")
@@ -186,18 +200,38 @@ def _to_answer(reply: Any, request: dns.message.Message) -> DnsAnswer:
     """The records of the answer section that concern the question, as DnsRecords."""
     question = request.question[0]
     wanted = {question.rdtype, dns.rdatatype.CNAME}
+    owners = _chain(reply, _name_text(question.name).lower())
     records: list[DnsRecord] = []
     ttl: float | None = None
     for rrset in reply.answer:
-        if rrset.rdtype not in wanted:
+        owner = _name_text(rrset.name).lower()
+        # Records of names off the question's CNAME chain were not asked for: pyspf would
+        # take them as the answers to later questions, so a server could plant any name's record.
+        if rrset.rdtype not in wanted or owner not in owners:
             continue
         ttl = rrset.ttl if ttl is None else min(ttl, rrset.ttl)
-        owner = _name_text(rrset.name).lower()
         type_text = dns.rdatatype.to_text(rrset.rdtype)
         records.extend(DnsRecord(owner, type_text, _value(rdata)) for rdata in rrset)
     if records:
         return DnsAnswer(tuple(records), float(ttl or 0))
     return DnsAnswer((), _negative_ttl(reply), dns.rcode.to_text(reply.rcode()))
+
+
+def _chain(reply: Any, qname: str) -> set[str]:
+    """The question's name and the CNAME targets the answer section leads to from it."""
+    owners = {qname}
+    cnames = {
+        _name_text(rrset.name).lower(): [_name_text(rdata.target).lower() for rdata in rrset]
+        for rrset in reply.answer
+        if rrset.rdtype == dns.rdatatype.CNAME
+    }
+    pending = [qname]
+    while pending:
+        for target in cnames.get(pending.pop(), ()):
+            if target not in owners:  # a loop ends here; pyspf judges the chain
+                owners.add(target)
+                pending.append(target)
+    return owners
 
 
 def _negative_ttl(reply: Any) -> float:

@@ -45,7 +45,7 @@ def test_empty_file_gives_the_documented_defaults() -> None:
     config = parse_config("")
     assert config == Config()
     assert config.server.listen == (ListenAddress(ListenKind.INET, "127.0.0.1", 10035),)
-    assert config.server.max_connections == 512
+    assert config.server.max_connections == 4096
     assert config.server.idle_timeout == 330
     assert config.dns.nameservers == ()
     assert config.dns.port == 53
@@ -198,7 +198,7 @@ def test_config_keys_lists_every_leaf_with_its_default() -> None:
     assert keys["actions.mailfrom.pass"] is Verdict.ACCEPT
     assert keys["actions.helo.temperror"] is Verdict.DEFER
     assert "server" not in keys
-    assert len(keys) == 67
+    assert len(keys) == 68
 
 
 def test_readme_documents_every_key() -> None:

@@ -104,6 +104,15 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def log_shows(self, text: str, timeout: float = WAIT) -> bool:
+        """Whether text appears in the log within timeout: a background thread writes it."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -207,7 +216,7 @@ def test_reload_applies_a_good_file_to_open_connections(
         assert daemon.messages() == "READY=1\nSTATUS=configuration reloaded"
         # Same connection, new configuration.
         assert ask(connection, request("u@sender.example")).startswith("PREPEND Received-SPF: fail")
-    assert "configuration reloaded" in daemon.log()
+    assert daemon.log_shows("configuration reloaded"), daemon.log()
 
 
 def test_reload_with_a_bad_file_keeps_the_running_config(

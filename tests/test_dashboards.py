@@ -110,6 +110,7 @@ def test_rules_cover_the_failures_that_matter() -> None:
         "SpfPolicyDnsTimeoutsHigh",
         "SpfPolicyRejectRateJump",
         "SpfPolicyProtocolErrors",
+        "SpfPolicyInternalErrors",
         "SpfPolicyReloadFailed",
     }
 
@@ -124,7 +125,7 @@ def test_promtool_checks_the_rules() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 7 rules found" in done.stdout
+    assert "SUCCESS: 8 rules found" in done.stdout
 
 
 def test_promtool_proves_alerts_fire() -> None:

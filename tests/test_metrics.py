@@ -38,6 +38,7 @@ REQUIRED = {
     "spfpolicy_connections_total",
     "spfpolicy_protocol_errors_total",
     "spfpolicy_budget_exceeded_total",
+    "spfpolicy_internal_errors_total",
     "spfpolicy_config_reloads_total",
     "spfpolicy_config_last_reload_success_timestamp_seconds",
     "spfpolicy_build_info",
@@ -81,6 +82,18 @@ def test_a_decision_counts_action_results_and_time() -> None:
     assert found["spfpolicy_request_duration_seconds_count", ()] == 3
     assert found["spfpolicy_request_duration_seconds_bucket", (("le", "0.005"),)] == 3
     assert found["spfpolicy_request_duration_seconds_bucket", (("le", "20.0"),)] == 3
+
+
+def test_internal_errors_are_counted_beside_their_action() -> None:
+    observer = PrometheusObserver()
+    deferred = Decision(Disposition.DEFER, "DEFER_IF_PERMIT 4.3.0 x", internal_error=True)
+    observer.decision_made(deferred, 0.01)
+    observer.decision_made(Decision(Disposition.ACCEPT, "DUNNO", internal_error=True), 0.01)
+    observer.decision_made(Decision(Disposition.DEFER, "DEFER_IF_PERMIT 4.7.24 x"), 0.01)
+    found = samples(exposition(observer))
+    assert found["spfpolicy_internal_errors_total", ()] == 2
+    assert found["spfpolicy_decisions_total", (("action", "defer"),)] == 2
+    assert found["spfpolicy_decisions_total", (("action", "accept"),)] == 1
 
 
 def test_labels_stay_in_closed_sets() -> None:

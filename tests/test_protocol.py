@@ -12,6 +12,7 @@ from spfpolicy.protocol import (
     MAX_LINE_BYTES,
     MAX_REQUEST_BYTES,
     ProtocolError,
+    RequestReader,
     encode_reply,
     read_request,
 )
@@ -245,3 +246,76 @@ def test_encode_reply(action: str, expected: bytes) -> None:
     assert reply.endswith(b"\n\n")
     assert b"\r" not in reply
     assert b"\0" not in reply
+
+
+def _feed_in_pieces(stream: bytes, size: int) -> list[PolicyRequest | str]:
+    """What a RequestReader makes of stream arriving size bytes at a time: requests, then the
+    error kind or "eof"."""
+    reader = RequestReader()
+    found: list[PolicyRequest | str] = []
+    try:
+        for start in range(0, len(stream), size):
+            reader.feed(stream[start : start + size])
+            while (request := reader.next_request()) is not None:
+                found.append(request)
+        reader.end_of_stream()
+    except ProtocolError as error:
+        found.append(error.kind)
+        return found
+    found.append("eof")
+    return found
+
+
+def _line_by_line(stream: bytes) -> list[PolicyRequest | str]:
+    """The same through read_request over a blocking stream."""
+    source = io.BytesIO(stream)
+    found: list[PolicyRequest | str] = []
+    try:
+        while (request := read_request(source.readline)) is not None:
+            found.append(request)
+    except ProtocolError as error:
+        found.append(error.kind)
+        return found
+    found.append("eof")
+    return found
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        pytest.param(RCPT_REQUEST * 3, id="three-requests"),
+        pytest.param(b"a=1\r\nb=2\r\n\r\na=3\n\n", id="crlf-then-lf"),
+        pytest.param(b"\n\r\n\n", id="empty-requests"),
+        pytest.param(RCPT_REQUEST + b"sender=half", id="eof-mid-second-request"),
+        pytest.param(b"x=" + b"y" * MAX_LINE_BYTES + b"\n\n", id="line-too-long"),
+        pytest.param(b"x=" + b"y" * (MAX_LINE_BYTES - 3) + b"\n\n", id="longest-line"),
+        pytest.param(b"x=1\n" * (MAX_ATTRIBUTES + 1) + b"\n", id="too-many-attributes"),
+        pytest.param(b"x=1\n" * (MAX_ATTRIBUTES + 1), id="too-many-then-eof"),
+        pytest.param(
+            _KILOBYTE_LINE * (MAX_REQUEST_BYTES // len(_KILOBYTE_LINE) + 1), id="too-large-no-end"
+        ),
+        pytest.param(RCPT_REQUEST + b"garbage\n\n", id="no-equals-in-second"),
+        pytest.param(b"y" * (3 * MAX_LINE_BYTES), id="endless-line"),
+    ],
+)
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 4096, 1 << 20])
+def test_reader_in_pieces_agrees_with_reading_line_by_line(stream: bytes, size: int) -> None:
+    assert _feed_in_pieces(stream, size) == _line_by_line(stream)
+
+
+def test_reader_never_holds_much_more_than_one_request() -> None:
+    """Bytes without an end are refused once they break a limit, not buffered forever."""
+    reader = RequestReader()
+    line = b"x=" + b"y" * 97 + b"\n"
+    fed = 0
+
+    def feed_until_refused() -> None:
+        nonlocal fed
+        while fed < 10 * MAX_REQUEST_BYTES:
+            reader.feed(line)
+            fed += len(line)
+            reader.next_request()
+
+    with pytest.raises(ProtocolError):
+        feed_until_refused()
+    assert fed <= MAX_REQUEST_BYTES + MAX_LINE_BYTES

@@ -100,7 +100,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = PROMPTLY) -> bool
 
 def server_threads() -> list[str]:
     """Names of the threads a PolicyServer started that are still alive."""
-    prefixes = ("spfpolicy-conn-", "spfpolicy-accept-")
+    prefixes = ("spfpolicy-io", "spfpolicy-worker-")
     return [t.name for t in threading.enumerate() if t.name.startswith(prefixes)]
 
 
@@ -531,3 +531,147 @@ def test_set_handler_applies_to_next_request_on_open_connection(
     assert exchange(client, rcpt("a@one.example")) == reply_for("a@one.example")
     server.set_handler(lambda _: Decision(Disposition.REJECT, "550 5.7.23 reloaded"))
     assert exchange(client, rcpt("a@one.example")) == b"action=550 5.7.23 reloaded\n\n"
+
+
+def test_cached_handler_answers_on_the_event_loop(
+    make_server: MakeServer, connect: Connect
+) -> None:
+    answered_on: list[str] = []
+
+    def cached(request: PolicyRequest) -> Decision | None:
+        answered_on.append(threading.current_thread().name)
+        return Decision(Disposition.ACCEPT, "DUNNO") if request.sender == "hit@c.example" else None
+
+    def handler(request: PolicyRequest) -> Decision:
+        answered_on.append(threading.current_thread().name)
+        return echo_handler(request)
+
+    server = make_server(handler=handler, cached_handler=cached)
+    client = connect(server.addresses[0])
+    assert exchange(client, rcpt("hit@c.example")) == b"action=DUNNO\n\n"
+    assert answered_on == ["spfpolicy-io"]
+    assert exchange(client, rcpt("miss@c.example")) == reply_for("miss@c.example")
+    assert answered_on[1] == "spfpolicy-io"
+    assert answered_on[2].startswith("spfpolicy-worker-")
+
+
+def test_cached_handler_exception_answers_error_action(
+    make_server: MakeServer, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    def cached(request: PolicyRequest) -> Decision | None:
+        raise RuntimeError("cache blew up")
+
+    server = make_server(cached_handler=cached)
+    client = connect(server.addresses[0])
+    assert exchange(client, rcpt("a@one.example")) == f"action={ERROR_ACTION}\n\n".encode()
+    assert "cache blew up" in caplog.text
+    assert exchange(client, rcpt("b@one.example")) == f"action={ERROR_ACTION}\n\n".encode()
+
+
+def test_a_request_waiting_on_a_worker_holds_up_no_other_connection(
+    make_server: MakeServer, connect: Connect
+) -> None:
+    release = threading.Event()
+
+    def waiting_handler(request: PolicyRequest) -> Decision:
+        if request.sender == "slow@dns.example":
+            release.wait(CLIENT_TIMEOUT)
+        return echo_handler(request)
+
+    server = make_server(handler=waiting_handler)
+    slow, other = connect(server.addresses[0]), connect(server.addresses[0])
+    slow.sendall(rcpt("slow@dns.example"))
+    for n in range(20):
+        assert exchange(other, rcpt(f"n{n}@fast.example")) == reply_for(f"n{n}@fast.example")
+    release.set()
+    assert receive(slow) == reply_for("slow@dns.example")
+
+
+def test_pipelined_requests_are_answered_in_order(
+    make_server: MakeServer, connect: Connect
+) -> None:
+    server = make_server()
+    client = connect(server.addresses[0])
+    client.sendall(rcpt("a@one.example") + rcpt("b@two.example") + rcpt("c@three.example"))
+    expected = (
+        reply_for("a@one.example") + reply_for("b@two.example") + reply_for("c@three.example")
+    )
+    received = b""
+    while len(received) < len(expected):
+        chunk = client.recv(4096)
+        assert chunk, received
+        received += chunk
+    assert received == expected
+
+
+def test_a_client_dribbling_bytes_is_dropped_at_the_idle_timeout(
+    make_server: MakeServer, connect: Connect
+) -> None:
+    # A byte at a time never completes a request: trickling must not keep a connection alive.
+    server = make_server(idle_timeout=0.5)
+    client = connect(server.addresses[0])
+    started = time.monotonic()
+    dropped = False
+    for byte in rcpt("a@one.example")[:-1] * 10:
+        try:
+            client.send(bytes([byte]))
+        except OSError:
+            dropped = True
+            break
+        time.sleep(0.02)
+        if time.monotonic() - started > 0.5 + PROMPTLY:
+            break
+    assert dropped or closed_by_server(client)
+    assert time.monotonic() - started < 0.5 + 2 * PROMPTLY
+
+
+def test_a_thousand_idle_connections_cost_no_threads_and_block_nobody(
+    make_server: MakeServer, connect: Connect
+) -> None:
+    server = make_server()
+    address = server.addresses[0]
+    idle = [socket.create_connection((address.host, address.port)) for _ in range(1000)]
+    try:
+        threads_before = len(server_threads())
+        client = connect(address)
+        for n in range(10):
+            assert exchange(client, rcpt(f"n{n}@busy.example")) == reply_for(f"n{n}@busy.example")
+        half_open = idle[0]
+        half_open.sendall(rcpt("late@half.example")[:40])  # half a request, then nothing
+        assert exchange(connect(address), rcpt("new@conn.example")) == reply_for("new@conn.example")
+        assert len(server_threads()) < threads_before + 10  # a few workers, not one per connection
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_refused_connections_are_logged(
+    make_server: MakeServer, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_server(max_connections=1)
+    address = server.addresses[0]
+    first = connect(address)
+    assert exchange(first, rcpt("a@one.example")) == reply_for("a@one.example")
+    extra = connect(address)
+    assert closed_by_server(extra)
+    assert "refusing" in caplog.text
+    assert "1 connections open" in caplog.text
+    assert exchange(first, rcpt("b@one.example")) == reply_for("b@one.example")
+
+
+def test_a_bug_on_one_connection_closes_only_that_connection(
+    make_server: MakeServer, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    class BrokenObserver(RecordingObserver):
+        def request_received(self, protocol_state: str) -> None:
+            if protocol_state == "BUG":
+                raise RuntimeError("observer bug")
+            super().request_received(protocol_state)
+
+    server = make_server(observer=BrokenObserver())
+    victim, bystander = connect(server.addresses[0]), connect(server.addresses[0])
+    victim.sendall(b"protocol_state=BUG\n\n")
+    assert closed_by_server(victim)
+    assert "observer bug" in caplog.text
+    assert exchange(bystander, rcpt("a@one.example")) == reply_for("a@one.example")
+    assert not server.failed

@@ -8,8 +8,8 @@ import pytest
 
 from spfpolicy.config import Config, parse_config
 from spfpolicy.evaluator import SpfEvaluator
-from spfpolicy.model import Disposition, Identity, PolicyRequest, SpfResult
-from spfpolicy.policy import Receiver
+from spfpolicy.model import Decision, Disposition, Identity, NullObserver, PolicyRequest, SpfResult
+from spfpolicy.policy import INTERNAL_ERROR_DEFER, Receiver
 from spfpolicy.service import PolicyService
 from tests.support.fakedns import FakeResolver
 
@@ -125,21 +125,115 @@ def test_an_evaluation_crash_becomes_temperror_and_is_logged(
     assert any(r.exc_info and "evaluation failed" in r.getMessage() for r in caplog.records)
 
 
-def test_a_crash_outside_evaluation_still_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    setup = Service()
+def crash(*args: object, **kwargs: object) -> None:
+    """Stands in for a part of the decision that has a bug."""
+    raise RuntimeError("unexpected")
 
-    def crash(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("unexpected")
 
+@pytest.mark.parametrize(
+    ("config", "action", "disposition"),
+    [
+        pytest.param("", INTERNAL_ERROR_DEFER, Disposition.DEFER, id="default-defers"),
+        pytest.param(
+            '[policy]\non_internal_error = "defer"',
+            INTERNAL_ERROR_DEFER,
+            Disposition.DEFER,
+            id="defer",
+        ),
+        pytest.param(
+            '[policy]\non_internal_error = "accept"', "DUNNO", Disposition.ACCEPT, id="accept"
+        ),
+        # Neither the temperror action nor dry run decides it: an internal error is no SPF result.
+        pytest.param(
+            '[actions.mailfrom]\ntemperror = "accept"',
+            INTERNAL_ERROR_DEFER,
+            Disposition.DEFER,
+            id="temperror-accept-still-defers",
+        ),
+        pytest.param(
+            "[policy]\ndry_run = true", INTERNAL_ERROR_DEFER, Disposition.DEFER, id="dry-run"
+        ),
+        pytest.param(
+            '[actions.mailfrom]\ntemperror = "reject"\n[policy]\non_internal_error = "accept"',
+            "DUNNO",
+            Disposition.ACCEPT,
+            id="temperror-reject-still-accepts",
+        ),
+    ],
+)
+def test_a_crash_outside_evaluation_answers_on_internal_error(
+    monkeypatch: pytest.MonkeyPatch, config: str, action: str, disposition: Disposition
+) -> None:
+    setup = Service(parse_config(config))
     monkeypatch.setattr("spfpolicy.policy.decide", crash)
     decision = setup.service.handle(REQUEST)
-    assert decision.action.startswith("DEFER_IF_PERMIT 4.7.24 ")
+    assert (decision.action, decision.disposition) == (action, disposition)
+    assert decision.internal_error
+    assert decision.outcomes == ()  # no made-up SPF result to count or log
+    assert setup.service.error_decision() == decision  # the server's fallback says the same
 
 
-def test_error_decision_follows_the_temperror_action() -> None:
-    accepting = Service(parse_config('[actions.mailfrom]\ntemperror="accept"'))
-    assert accepting.service.error_decision().action == "DUNNO"
-    assert Service().service.error_decision().action.startswith("DEFER_IF_PERMIT 4.7.24")
+def test_the_internal_error_defer_is_a_temporary_local_error() -> None:
+    # DEFER_IF_PERMIT lets a later reject restriction win; 4.3.0 (RFC 3463 mail system status)
+    # blames this system, where 4.7.24 would blame the sender's SPF record.
+    assert INTERNAL_ERROR_DEFER == (
+        "DEFER_IF_PERMIT 4.3.0 Temporary local error in the SPF check, try again later"
+    )
+
+
+@pytest.mark.parametrize("on_internal_error", ["defer", "accept"])
+def test_an_internal_error_is_logged_at_error_level_with_the_request(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, on_internal_error: str
+) -> None:
+    setup = Service(parse_config(f'[policy]\non_internal_error = "{on_internal_error}"'))
+    monkeypatch.setattr("spfpolicy.policy.decide", crash)
+    with caplog.at_level(logging.INFO):
+        decision = setup.service.handle(REQUEST)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    line = errors[0].getMessage()
+    for field in (
+        "instance=4F2A1.1",
+        "queue_id=4F2A1",
+        "client=192.0.2.1",
+        "helo=mail.sender.example",
+        "sender=user@sender.example",
+    ):
+        assert field in line
+    assert line.endswith(f'action="{decision.action}"' if " " in decision.action else "DUNNO")
+    assert errors[0].exc_info is not None
+    assert "RuntimeError: unexpected" in caplog.text  # the traceback
+    decision_line = [r.getMessage() for r in caplog.records if r.name == "spfpolicy.decision"]
+    assert any("internal_error=yes" in text for text in decision_line)
+
+
+def test_an_internal_error_is_counted() -> None:
+    counted: list[Decision] = []
+
+    class Counting(NullObserver):
+        def decision_made(self, decision: Decision, duration: float) -> None:
+            counted.append(decision)
+
+    setup = Service()
+    setup.service.observer = Counting()
+    setup.service.allow = crash  # type: ignore[assignment]  # not an AllowList: _allowed raises
+    setup.service.handle(REQUEST)
+    setup.service.allow = None
+    setup.service.handle(REQUEST.replace(instance="4F2A1.2"))
+    assert [d.internal_error for d in counted] == [True, False]
+
+
+def test_a_request_after_an_internal_error_is_decided_normally(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    setup = Service()
+    with monkeypatch.context() as patched:
+        patched.setattr("spfpolicy.policy.decide", crash)
+        assert setup.service.handle(REQUEST).internal_error
+    # The failed request left no memo behind: the same message is decided afresh.
+    decision = setup.service.handle(REQUEST)
+    assert decision.action.startswith("PREPEND Received-SPF: pass ")
+    assert not decision.internal_error
 
 
 def test_the_time_budget_reaches_the_resolver() -> None:

@@ -13,14 +13,14 @@ from spfpolicy import __version__, listeners, systemd
 from spfpolicy.allowlist import AllowList
 from spfpolicy.config import Config, ConfigError, load_config
 from spfpolicy.daemon import Daemon
-from spfpolicy.evaluator import SpfEvaluator
+from spfpolicy.evaluator import IncludeKey, IncludeResult, SpfEvaluator
 from spfpolicy.logs import configure_logging
 from spfpolicy.metrics import MetricsExporter, PrometheusObserver
 from spfpolicy.migrate import migrate
 from spfpolicy.model import ListenAddress, PolicyRequest, SpfPolicyError
 from spfpolicy.policy import Receiver
 from spfpolicy.resolver import CacheLimits, CachingResolver, Resolver
-from spfpolicy.resultcache import ResultCache
+from spfpolicy.resultcache import ExpiringCache, ResultCache
 from spfpolicy.server import PolicyServer
 from spfpolicy.service import PolicyService
 from spfpolicy.upstream import StubResolver
@@ -99,6 +99,9 @@ def build_service(
     if resolver is None:
         resolver = build_resolver(config, observer)
     result_cache = ResultCache(config.spf.result_cache_size) if config.spf.result_cache else None
+    include_cache: ExpiringCache[IncludeKey, IncludeResult] | None = (
+        ExpiringCache(config.spf.result_cache_size) if config.spf.result_cache else None
+    )
     receiver = _receiver(config)
     evaluator = SpfEvaluator(
         resolver,
@@ -106,6 +109,7 @@ def build_service(
         void_lookup_limit=config.spf.void_lookup_limit,
         ipv6_void_fairness=config.spf.ipv6_void_fairness,
         result_cache=result_cache,
+        include_cache=include_cache,
         observer=observer,
     )
     allow = AllowList(config.allow, resolver, evaluator)
@@ -178,6 +182,8 @@ def _check(arguments: argparse.Namespace) -> int:
                 print(f"  {label}: {text}")
         for name, rdtype, result in evaluation.trace.questions:
             print(f"  dns: {name} {rdtype} -> {result}")
+        for domain, result in evaluation.trace.reused_includes:
+            print(f"  include:{domain} -> {result} (from the result cache)")
     header = (
         decision.action.removeprefix("PREPEND ") if decision.action.startswith("PREPEND ") else ""
     )
@@ -219,6 +225,10 @@ def _serve(arguments: argparse.Namespace) -> int:
         load=lambda: _load(arguments.config),
         build=lambda new, resolver: build_service(new, observer, resolver),
     )
+    # The daemon owns the service from here. This frame lives as long as the process: holding
+    # the first service in it kept its memo and caches (and, once [dns] changed, its resolver
+    # with the whole DNS cache) alive through every reload.
+    del service
     exporter = _start_exporter(config, observer, daemon, server)
     daemon.install_signal_handlers()
     addresses = ", ".join(str(a) for a in server.addresses)

@@ -24,7 +24,7 @@ import spf
 from spfpolicy import cacheonly
 from spfpolicy.model import Identity, NullObserver, Observer, SpfOutcome, SpfResult
 from spfpolicy.resolver import DnsAnswer, DnsError, DnsRecord, Resolver
-from spfpolicy.resultcache import ResultCache
+from spfpolicy.resultcache import ExpiringCache, ResultCache
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,9 @@ class LookupTrace:
     from_result_cache: bool = False
     no_mail_record: bool = False  # the first record fetched is exactly "v=spf1 -all"
     macros: bool = False  # some TXT record fetched contains "%": a macro may read the inputs
+    macro_records: int = 0  # how many TXT answers contained "%"
+    expiries: list[float] = field(default_factory=list)  # of every answer, in order
+    reused_includes: list[tuple[str, str]] = field(default_factory=list)  # domain, result
 
     def record(self, name: str, rdtype: str, answer: DnsAnswer) -> None:
         """Note one answer: where it came from, how long it lives, whether it reads the time."""
@@ -79,20 +82,40 @@ class LookupTrace:
             found += " (cached)"
         self.questions.append((name, rdtype, found.replace("noerror", "no records")))
         self.expires = min(self.expires, answer.expires)
-        if rdtype == "TXT":
-            self.macros = self.macros or any(
-                b"%" in part
-                for record in answer.records
-                if isinstance(record.value, tuple)
-                for part in record.value
-                if isinstance(part, bytes)
-            )
+        self.expiries.append(answer.expires)
+        if rdtype == "TXT" and any(
+            b"%" in part
+            for record in answer.records
+            if isinstance(record.value, tuple)
+            for part in record.value
+            if isinstance(part, bytes)
+        ):
+            self.macros = True
+            self.macro_records += 1
         if rdtype == "TXT" and self.reusable:
             for record in answer.records:
                 if isinstance(record.value, tuple) and any(
                     isinstance(part, bytes) and _TIME_MACRO in part.lower() for part in record.value
                 ):
                     self.reusable = False
+
+
+IncludeKey = tuple[str, str, str]  # client address, include target, its record
+
+
+@dataclass(frozen=True, slots=True)
+class IncludeResult:
+    """What evaluating one include: target's record gave, and what it spent."""
+
+    result: tuple[str, int, str]  # pyspf's (result, code, text); includes use only the result
+    lookups: int  # DNS-querying terms evaluated below it (RFC 7208 §4.6.4)
+    void_lookups: int
+    expires: float  # when the first DNS answer below it stops being valid
+
+
+# An include's "none" is a permerror for the includer (RFC 7208 §5.2), so it is kept too;
+# errors are exceptions and never kept.
+_STORABLE_INCLUDE_RESULTS = frozenset({"pass", "fail", "softfail", "neutral", "none"})
 
 
 @dataclass
@@ -132,6 +155,52 @@ class _Query(spf.query):  # type: ignore[misc]
 
     void_limit = spf.MAX_VOID_LOOKUPS
     ipv6_void_fairness = False
+    include_cache: ExpiringCache[IncludeKey, IncludeResult] | None = None
+
+    def check1(self, record: str, domain: str, recursion: int) -> Any:
+        """check_host() of an include: target (recursion > 0), reused when it cannot differ.
+
+        Without macros, an included record's result depends on the client address, the record
+        and the DNS answers below it alone; the lookups and void lookups it spends count
+        against this evaluation's limits, so a stored result is reused only where spending
+        them again stays within the limits, and the path, hence the result, is the same.
+        """
+        cache = self.include_cache
+        if not recursion or cache is None or not record or "%" in record:
+            return super().check1(record, domain, recursion)
+        trace = _current.get().trace
+        key = (str(self.i), domain.lower(), record)
+        known = cache.get(key)
+        if (
+            known is not None
+            and self.lookups + known.lookups <= spf.MAX_LOOKUP
+            and self.void_lookups + known.void_lookups <= self.void_limit
+        ):
+            self.lookups += known.lookups
+            self.void_lookups += known.void_lookups
+            trace.expires = min(trace.expires, known.expires)
+            trace.expiries.append(known.expires)  # an enclosing include's lifetime too
+            trace.reused_includes.append((domain, known.result[0]))
+            return known.result
+        lookups, void_lookups = self.lookups, self.void_lookups
+        answers, macro_records = len(trace.expiries), trace.macro_records
+        result = super().check1(record, domain, recursion)  # errors propagate, never stored
+        attempt = cacheonly.current()
+        if (
+            result[0] in _STORABLE_INCLUDE_RESULTS
+            and trace.macro_records == macro_records
+            and trace.reusable
+            and not (attempt is not None and attempt.missed)
+        ):
+            expires = min(trace.expiries[answers:], default=trace.expires)
+            cache.put(
+                key,
+                IncludeResult(
+                    result, self.lookups - lookups, self.void_lookups - void_lookups, expires
+                ),
+                expires,
+            )
+        return result
 
     def dns(
         self,
@@ -178,6 +247,7 @@ class SpfEvaluator:
         void_lookup_limit: int = spf.MAX_VOID_LOOKUPS,
         ipv6_void_fairness: bool = False,
         result_cache: ResultCache | None = None,
+        include_cache: ExpiringCache[IncludeKey, IncludeResult] | None = None,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -187,6 +257,7 @@ class SpfEvaluator:
         self.void_lookup_limit = void_lookup_limit
         self.ipv6_void_fairness = ipv6_void_fairness
         self.result_cache = result_cache
+        self.include_cache = include_cache
         self.observer: Observer = observer or NullObserver()
         self.clock = clock
 
@@ -263,6 +334,7 @@ class SpfEvaluator:
         query = _Query(i=client, s=sender, h=helo, receiver=self.receiver, strict=True, querytime=0)
         query.void_limit = self.void_lookup_limit
         query.ipv6_void_fairness = self.ipv6_void_fairness
+        query.include_cache = self.include_cache
         # An empty default explanation tells a domain's own exp= text (RFC 7208 §6.2) apart.
         query.set_default_explanation("")
         result_name, _code, explanation = query.check()

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 from cachetools import LRUCache
 
@@ -20,11 +21,15 @@ from spfpolicy.model import Identity, SpfOutcome
 ResultKey = tuple[Identity, str, str, str]  # identity, client address, sender, HELO name
 
 
-class ResultCache:
-    """A thread-safe, size-bounded map from (identity, client, sender, helo) to SpfOutcome."""
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class ExpiringCache(Generic[K, V]):
+    """A thread-safe, size-bounded map whose entries each expire at their own clock time."""
 
     def __init__(self, size: int, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._cache: LRUCache[ResultKey, tuple[SpfOutcome, float]] = LRUCache(maxsize=size)
+        self._cache: LRUCache[K, tuple[V, float]] = LRUCache(maxsize=size)
         self._lock = threading.Lock()
         self.clock = clock
 
@@ -33,8 +38,8 @@ class ResultCache:
         with self._lock:
             return len(self._cache)
 
-    def get(self, key: ResultKey) -> SpfOutcome | None:
-        """The stored outcome, if it has not expired."""
+    def get(self, key: K) -> V | None:
+        """The stored value, if it has not expired."""
         with self._lock:
             entry = self._cache.get(key)
             if entry is None:
@@ -44,8 +49,12 @@ class ResultCache:
                 return None
         return entry[0]
 
-    def put(self, key: ResultKey, outcome: SpfOutcome, expires: float) -> None:
-        """Store outcome until the clock reaches expires (an expired entry is not stored)."""
+    def put(self, key: K, value: V, expires: float) -> None:
+        """Store value until the clock reaches expires (an expired entry is not stored)."""
         if expires > self.clock():
             with self._lock:
-                self._cache[key] = (outcome, expires)
+                self._cache[key] = (value, expires)
+
+
+class ResultCache(ExpiringCache[ResultKey, SpfOutcome]):
+    """Outcomes by (identity, client, sender, helo), or by domain where no macro was met."""

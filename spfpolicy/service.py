@@ -157,7 +157,10 @@ class PolicyService:
         decision = dataclasses.replace(
             decision,
             dns_lookups=sum(len(trace.questions) for trace in traces),
-            cache_hits=sum(trace.cache_hits + trace.from_result_cache for trace in traces),
+            cache_hits=sum(
+                trace.cache_hits + trace.from_result_cache + len(trace.reused_includes)
+                for trace in traces
+            ),
         )
         if message is not None:
             decision = self._remember(message, rule, decision)

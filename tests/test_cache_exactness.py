@@ -1,5 +1,7 @@
 """The caches change nothing: on the benchmark's DNS world, cached and uncached results agree.
 
+The caches: DNS answers, whole results, and the results of include: targets.
+
 Every message of a small synthetic world (shared providers, include chains, redirects, a/mx,
 IPv6, permerrors) is evaluated twice over a real DNS server on loopback: once by an evaluator
 with the DNS cache and the result cache, once by one that asks DNS afresh every time.
@@ -12,7 +14,7 @@ import time
 from spfpolicy.evaluator import SpfEvaluator, is_checkable_helo
 from spfpolicy.model import Identity
 from spfpolicy.resolver import CachingResolver
-from spfpolicy.resultcache import ResultCache
+from spfpolicy.resultcache import ExpiringCache, ResultCache
 from spfpolicy.upstream import StubResolver
 from tests.bench.traffic import generate_messages
 from tests.bench.world import build_world
@@ -28,10 +30,13 @@ def test_cached_and_uncached_results_are_identical() -> None:
     with running_dns_server(world.zone) as port:
         stub = StubResolver(["127.0.0.1"], port=port, query_timeout=2.0)
         cached = SpfEvaluator(
-            CachingResolver(stub), receiver="mx.receiver.example", result_cache=ResultCache(10_000)
+            CachingResolver(stub),
+            receiver="mx.receiver.example",
+            result_cache=ResultCache(10_000),
+            include_cache=ExpiringCache(10_000),
         )
         fresh = SpfEvaluator(stub, receiver="mx.receiver.example")
-        reused = compared = 0
+        reused = compared = reused_includes = 0
         for message in messages:
             identities = [Identity.MAILFROM]
             if is_checkable_helo(message.helo_name):
@@ -47,8 +52,13 @@ def test_cached_and_uncached_results_are_identical() -> None:
                 second = fresh.evaluate(identity, deadline=deadline, **arguments)
                 assert first.outcome == second.outcome, (message, identity)
                 reused += first.trace.from_result_cache
+                reused_includes += len(first.trace.reused_includes)
                 compared += 1
     # The comparison means something only if the caches were really used.
     assert compared >= MESSAGES
-    print(f"{compared} evaluations compared, {reused} answered from the result cache")
+    print(
+        f"{compared} evaluations compared, {reused} answered from the result cache, "
+        f"{reused_includes} include: results reused"
+    )
     assert reused >= compared // 4
+    assert reused_includes >= compared // 10

@@ -306,6 +306,11 @@ def test_a_hostile_explanation_is_one_ascii_reply(
     assert expected.encode() in reply
 
 
+def test_encode_reply_breaks_no_line_for_unicode_readers() -> None:
+    """U+2028 and U+2029 end a line for journald's readers and mail clients, if not Postfix."""
+    assert encode_reply("REJECT a\u2028b\u2029c\x85d") == b"action=REJECT a b c d\n\n"
+
+
 @settings(_SETTINGS, max_examples=SERVICE_EXAMPLES)
 @given(st.text(st.one_of(st.sampled_from(HOSTILE), st.characters())))
 def test_encode_reply_is_one_line_whatever_the_action(action: str) -> None:

@@ -35,6 +35,8 @@ ZONE: dict[str, list[dict[str, str]]] = {
     "explained.example": [{"TXT": "v=spf1 -all exp=why.%{d}"}],
     # The sender's local-part reaches the explanation, and the explanation the reply.
     "why.explained.example": [{"TXT": "%{l} \r\n\u2028 may not send from %{i}"}],
+    # The attacker's local-part becomes part of a name looked up (RFC 7208 §7.3).
+    "macro.example": [{"TXT": "v=spf1 exists:%{l}.x.%{d} ip4:192.0.2.0/24 -all"}],
     "soft.example": [{"TXT": "v=spf1 ~all"}],
     "broken.example": [{"TXT": "v=spf1 ip4:192.0.2.300 -all"}],
 }

@@ -11,7 +11,8 @@ import ipaddress
 import logging
 
 from spfpolicy.config import AllowConfig
-from spfpolicy.evaluator import SpfEvaluator, a_label
+from spfpolicy.domains import a_label
+from spfpolicy.evaluator import SpfEvaluator
 from spfpolicy.model import Identity, SpfResult
 from spfpolicy.resolver import DnsError, Resolver
 

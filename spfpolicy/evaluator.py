@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import ipaddress
 import logging
 import threading
 import time
-import typing
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import spf
 
 from spfpolicy import cacheonly
+from spfpolicy.domains import a_label, a_label_mailbox, domain_text
+from spfpolicy.lookuptrace import LookupTrace
 from spfpolicy.model import Identity, NullObserver, Observer, SpfOutcome, SpfResult
-from spfpolicy.resolver import DnsAnswer, DnsError, DnsRecord, Resolver
+from spfpolicy.resolver import DnsError, DnsRecord, Resolver
 from spfpolicy.resultcache import ExpiringCache, ResultCache
 
 log = logging.getLogger(__name__)
@@ -43,61 +43,6 @@ _RESULTS = {
 
 # pyspf's message prefixes for errors; the problem= text reads better without them.
 _ERROR_PREFIXES = ("SPF Permanent Error: ", "SPF Temporary Error: ")
-
-
-# RFC 7208 §7.3: %{t} expands to the current time, so a record using it can give a different
-# result at any moment; macro letters are case-insensitive (upper case means URL-escaped).
-_TIME_MACRO = b"%{t"
-
-
-@dataclass
-class LookupTrace:
-    """The DNS one evaluation used: for `spfpolicy check`, the logs and the result cache."""
-
-    questions: list[tuple[str, str, str]] = field(default_factory=list)  # name, type, outcome
-    cache_hits: int = 0
-    expires: float = float("inf")  # when the first DNS answer used stops being valid
-    reusable: bool = True  # False after a DNS error or a record with a time macro
-    from_result_cache: bool = False
-    no_mail_record: bool = False  # the first record fetched is exactly "v=spf1 -all"
-    macros: bool = False  # some TXT record fetched contains "%": a macro may read the inputs
-    macro_records: int = 0  # how many TXT answers contained "%"
-    expiries: list[float] = field(default_factory=list)  # of every answer, in order
-    reused_includes: list[tuple[str, str]] = field(default_factory=list)  # domain, result
-
-    def record(self, name: str, rdtype: str, answer: DnsAnswer) -> None:
-        """Note one answer: where it came from, how long it lives, whether it reads the time."""
-        if not self.questions and rdtype == "TXT":
-            # check_host() asks for the domain's own record first (RFC 7208 §4.4).
-            texts = [
-                b"".join(typing.cast(tuple[bytes, ...], r.value))
-                for r in answer.records
-                if r.rdtype == "TXT"
-            ]
-            spf_records = [t.lower().split() for t in texts if t.lower().startswith(b"v=spf1")]
-            self.no_mail_record = spf_records == [[b"v=spf1", b"-all"]]
-        found = f"{len(answer.records)} records" if answer.records else answer.rcode.lower()
-        if answer.from_cache:
-            self.cache_hits += 1
-            found += " (cached)"
-        self.questions.append((name, rdtype, found.replace("noerror", "no records")))
-        self.expires = min(self.expires, answer.expires)
-        self.expiries.append(answer.expires)
-        if rdtype == "TXT" and any(
-            b"%" in part
-            for record in answer.records
-            if isinstance(record.value, tuple)
-            for part in record.value
-            if isinstance(part, bytes)
-        ):
-            self.macros = True
-            self.macro_records += 1
-        if rdtype == "TXT" and self.reusable:
-            for record in answer.records:
-                if isinstance(record.value, tuple) and any(
-                    isinstance(part, bytes) and _TIME_MACRO in part.lower() for part in record.value
-                ):
-                    self.reusable = False
 
 
 IncludeKey = tuple[str, str, str]  # client address, include target, its record
@@ -270,7 +215,7 @@ class SpfEvaluator:
         "postmaster@<helo>". Raises nothing for DNS or record trouble: those are results.
         An internationalised domain is checked, cached and reported as A-labels (a_label).
         """
-        sender, helo = _a_label_mailbox(sender) if sender else "", a_label(helo)
+        sender, helo = a_label_mailbox(sender) if sender else "", a_label(helo)
         with cacheonly.all_or_nothing():
             return self._evaluate(identity, client_address, sender, helo, deadline)
 
@@ -301,7 +246,7 @@ class SpfEvaluator:
             if trace.macros:
                 key = (identity, client_address, checked_sender, helo)
             else:
-                key = (identity, client_address, _DOMAIN_KEY, _domain_text(checked_sender, helo))
+                key = (identity, client_address, _DOMAIN_KEY, domain_text(checked_sender, helo))
             self.result_cache.put(key, outcome, trace.expires)
         return Evaluation(outcome, trace)
 
@@ -313,7 +258,7 @@ class SpfEvaluator:
         every sender of a domain shares one entry; the outcome then names this request's sender.
         """
         assert self.result_cache is not None
-        domain = _domain_text(sender, helo)
+        domain = domain_text(sender, helo)
         by_domain = self.result_cache.get((identity, client, _DOMAIN_KEY, domain))
         if by_domain is not None:
             checked = sender if sender else f"postmaster@{helo}"
@@ -358,57 +303,3 @@ class SpfEvaluator:
 
 # Marks a result cache key made of the domain alone; a sender never contains NUL.
 _DOMAIN_KEY = "\0domain"
-
-
-def _domain_text(sender: str, helo: str) -> str:
-    """The <domain> check_host() starts from, spelled as pyspf spells it (split_email)."""
-    if not sender:
-        return helo
-    _local, at, domain = sender.partition("@")
-    return domain if at else sender
-
-
-# RFC 1035 §2.3.4: no domain name is longer; a longer U-label string cannot become one.
-MAX_DOMAIN_NAME = 255
-
-
-def a_label(domain: str) -> str:
-    """domain with its U-labels written as A-labels: "bücher.example" -> "xn--bcher-kva.example".
-
-    RFC 7208 §4.3 looks domain names up as A-labels, and RFC 8616 §4 keeps that for SMTPUTF8
-    senders and HELO names. pyspf hands names to DNS as it gets them and then looks for the
-    answers under the name it asked for, so a U-label never finds the record published for it.
-    The conversion is IDNA 2003 (Python's codec, as dnspython uses without the idna package). A
-    name that is not a valid IDN comes back unchanged, and check_host() finds no record for it,
-    as for any other malformed domain (§4.3: "none").
-    """
-    if domain.isascii() or len(domain) > MAX_DOMAIN_NAME:
-        return domain
-    try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return domain
-
-
-def _a_label_mailbox(sender: str) -> str:
-    """The sender with its domain as A-labels; a UTF-8 local-part stays as sent (RFC 8616 §4)."""
-    local_part, at, domain = sender.partition("@")  # the first "@", as pyspf's split_email
-    return f"{local_part}@{a_label(domain)}" if at else a_label(sender)
-
-
-def is_checkable_helo(helo: str) -> bool:
-    """True when a HELO name is a multi-label domain name worth an SPF check (§2.3).
-
-    Address literals ("[192.0.2.1]") and bare words ("localhost") have no SPF record.
-    """
-    name = helo.rstrip(".")
-    if not name or name.startswith("[") or "." not in name:
-        return False
-    # Only a name ending in digits or holding ":" can be an address: skip parsing the rest.
-    if ":" not in name and not name.rpartition(".")[2].isdigit():
-        return all(label for label in name.split("."))
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return all(label for label in name.split("."))
-    return False

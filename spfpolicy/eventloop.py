@@ -353,7 +353,7 @@ def _decide(
         decision = handler(request) if handler is not None else None
     except Exception:
         logger.exception(
-            "policy handler failed (client=%s instance=%s); answering %r",
+            "policy handler failed (client=%r instance=%r); answering %r",
             request.client_address,
             request.instance,
             error_action,

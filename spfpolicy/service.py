@@ -19,7 +19,9 @@ from spfpolicy import cacheonly, policy
 from spfpolicy.allowlist import AllowList
 from spfpolicy.config import Config, RecipientRule
 from spfpolicy.decisionlog import log_decision, log_internal_error
-from spfpolicy.evaluator import Evaluation, LookupTrace, SpfEvaluator, is_checkable_helo
+from spfpolicy.domains import is_checkable_helo
+from spfpolicy.evaluator import Evaluation, SpfEvaluator
+from spfpolicy.lookuptrace import LookupTrace
 from spfpolicy.model import (
     Decision,
     Identity,
@@ -244,14 +246,11 @@ class PolicyService:
             )
         except cacheonly.NotCached:
             raise  # a cache-only attempt gives up; the worker evaluates this identity
-        except Exception as error:
-            # A pyspf bug on a junk record must not cost the request: temperror, logged.
+        except Exception:
+            # A pyspf bug on a junk record must not cost the request: temperror, logged. The
+            # exception's text stays in the log: the problem may reach the SMTP client.
             log.exception("SPF %s evaluation failed for sender=%r", identity, request.sender[:200])
             outcome = SpfOutcome(
-                identity,
-                SpfResult.TEMPERROR,
-                "",
-                request.sender,
-                problem=f"internal error: {error}",
+                identity, SpfResult.TEMPERROR, "", request.sender, problem="internal error"
             )
             return Evaluation(outcome, LookupTrace())

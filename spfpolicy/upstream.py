@@ -73,11 +73,16 @@ class StubResolver:
         return answer
 
     def _ask_servers(self, name: str, rdtype: str, deadline: float) -> DnsAnswer:
+        if "\\" in name:
+            # No host name holds a backslash (RFC 1123 §2.1); dnspython would read it as an
+            # escape and ask for another name ("a\\046b" is one label "a.b"), or fail on "\\300".
+            # Such a name is malformed: as if it did not exist (RFC 7208 §4.3).
+            return DnsAnswer((), 0.0, "NXDOMAIN")
         try:
             request = dns.message.make_query(
                 name, rdtype, use_edns=0, payload=EDNS_PAYLOAD, want_dnssec=False
             )
-        except (dns.exception.DNSException, ValueError) as error:
+        except (dns.exception.DNSException, ValueError, struct.error) as error:
             # An unencodable name (label too long, ...) cannot exist: an empty answer.
             log.debug("cannot ask for %r %s: %s", name, rdtype, error)
             return DnsAnswer((), 0.0, "NXDOMAIN")

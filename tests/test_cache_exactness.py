@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 
-from spfpolicy.evaluator import SpfEvaluator, is_checkable_helo
+from spfpolicy.domains import is_checkable_helo
+from spfpolicy.evaluator import SpfEvaluator
 from spfpolicy.model import Identity
 from spfpolicy.resolver import CachingResolver
 from spfpolicy.resultcache import ExpiringCache, ResultCache

@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from spfpolicy.evaluator import SpfEvaluator, is_checkable_helo
+from spfpolicy.domains import is_checkable_helo
+from spfpolicy.evaluator import SpfEvaluator
 from spfpolicy.model import Identity, SpfResult
 from spfpolicy.resolver import DnsFailure
 from tests.support.fakedns import FakeResolver

@@ -343,13 +343,6 @@ def test_a_pipelined_burst_is_answered_in_full(
         target.check_healthy()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="upstream.py: dns.message.make_query() raises struct.error (neither DNSException "
-    "nor ValueError) for a name with a backslash escape above \\255; the evaluation fails "
-    "with a logged traceback and the message is deferred (reported, not ours to fix)",
-)
 @pytest.mark.parametrize(
     ("payload", "expected"),
     [

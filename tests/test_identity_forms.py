@@ -17,7 +17,8 @@ import pytest
 
 from spfpolicy.allowlist import AllowList
 from spfpolicy.config import AllowConfig, Config
-from spfpolicy.evaluator import SpfEvaluator, a_label
+from spfpolicy.domains import a_label
+from spfpolicy.evaluator import SpfEvaluator
 from spfpolicy.model import Identity, PolicyRequest, SpfResult
 from spfpolicy.policy import Receiver
 from spfpolicy.protocol import encode_reply

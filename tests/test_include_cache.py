@@ -7,9 +7,10 @@ cross a limit is evaluated afresh and gives the permerror a fresh evaluation giv
 
 from __future__ import annotations
 
-from spfpolicy.evaluator import Evaluation, ExpiringCache, SpfEvaluator
+from spfpolicy.evaluator import Evaluation, SpfEvaluator
 from spfpolicy.model import Identity, SpfResult
 from spfpolicy.resolver import CachingResolver
+from spfpolicy.resultcache import ExpiringCache
 from tests.support.fakedns import FakeResolver
 
 CLIENT = "198.51.100.7"

@@ -148,3 +148,12 @@ def test_a_dead_nameserver_fails_over_to_the_next(dns_port: int) -> None:
 def test_unencodable_names_are_empty_answers(dns_port: int) -> None:
     answer = resolver(dns_port).query("a" * 64 + ".example", "TXT", soon())
     assert answer.records == ()
+
+
+@pytest.mark.parametrize("name", ["a\\046b.example", "\\300.example", "user\\.name.example"])
+def test_a_name_with_a_backslash_is_malformed_and_never_asked(name: str) -> None:
+    # Nothing listens on port 9 of 127.0.0.1: asking at all would end in a DNS error.
+    resolver = StubResolver(["127.0.0.1"], port=9, query_timeout=0.2)
+    answer = resolver.query(name, "A", time.monotonic() + 1)
+    assert answer.records == ()
+    assert answer.rcode == "NXDOMAIN"

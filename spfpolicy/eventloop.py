@@ -40,6 +40,10 @@ SWEEP_INTERVAL = 1.0
 RECV_BYTES = 65536
 # Connections accepted per listener wake-up, so a burst cannot starve those already open.
 ACCEPT_BATCH = 64
+# After a malformed request, how long the rest of what the peer sends is read and dropped
+# before closing: closing with unread input sends a reset, and a reset makes the peer's kernel
+# drop replies it has received but not yet read.
+LINGER_SECONDS = 2.0
 
 
 class Handlers(NamedTuple):
@@ -61,6 +65,7 @@ class _Connection:
     busy: bool = False  # a worker is deciding its request
     unsent: bytes = b""  # the part of a reply the socket did not take yet
     closed: bool = False
+    lingering_until: float = 0.0  # set after a malformed request: read, drop, then close
 
 
 @dataclass(slots=True, eq=False)
@@ -171,7 +176,10 @@ class EventLoop:
     def _sweep(self, now: float) -> None:
         """Close connections idle too long; resume listeners paused after an accept error."""
         for connection in [c for c in self._connections if not c.busy]:
-            if now - connection.idle_since > self._idle_timeout:
+            if connection.lingering_until:
+                if now >= connection.lingering_until:
+                    self._close(connection)
+            elif now - connection.idle_since > self._idle_timeout:
                 logger.info("closing %s: idle for %.0f s", connection.peer, self._idle_timeout)
                 self._close(connection)
         for listener in self._listeners:
@@ -216,6 +224,10 @@ class EventLoop:
             logger.debug("connection from %s failed: %s", connection.peer, error)
             self._close(connection)
             return
+        if connection.lingering_until:
+            if not data:
+                self._close(connection)
+            return
         if not data:
             try:
                 connection.reader.end_of_stream()
@@ -233,7 +245,7 @@ class EventLoop:
                 request = connection.reader.next_request()
             except protocol.ProtocolError as error:
                 self._protocol_error(connection, error)
-                self._close(connection)
+                self._linger(connection)
                 return
             if request is None:
                 return
@@ -295,6 +307,16 @@ class EventLoop:
             self._close(connection)  # its request is answered; take no new one
             return False
         return True
+
+    def _linger(self, connection: _Connection) -> None:
+        """End the connection without a reply, but let the replies already sent arrive."""
+        try:
+            connection.sock.shutdown(socket.SHUT_WR)  # our end, after what is queued
+        except OSError:
+            self._close(connection)
+            return
+        connection.lingering_until = time.monotonic() + LINGER_SECONDS
+        connection.reader = protocol.RequestReader()  # what was buffered is not needed
 
     def _protocol_error(self, connection: _Connection, error: protocol.ProtocolError) -> None:
         if not self._stopping:  # at shutdown we cut requests ourselves

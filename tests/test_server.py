@@ -274,6 +274,7 @@ def test_protocol_error_closes_without_reply(
     bad = connect(server.addresses[0])
     bad.sendall(garbage)
     assert closed_by_server(bad)
+    bad.close()  # as Postfix does on end of stream; the server has been draining until now
     assert wait_until(lambda: observer.count("connection_closed") == 1)
     assert ("protocol_error", kind) in observer.events
     good = connect(server.addresses[0])
@@ -675,3 +676,35 @@ def test_a_bug_on_one_connection_closes_only_that_connection(
     assert "observer bug" in caplog.text
     assert exchange(bystander, rcpt("a@one.example")) == reply_for("a@one.example")
     assert not server.failed
+
+
+def test_replies_sent_before_a_malformed_request_still_arrive(
+    make_server: MakeServer, connect: Connect
+) -> None:
+    # Closing with the peer's garbage unread would send a reset, and a reset makes the peer's
+    # kernel drop the replies it has not read yet.
+    server = make_server()
+    client = connect(server.addresses[0])
+    good = rcpt("a@one.example") + rcpt("b@two.example") + rcpt("c@three.example")
+    client.sendall(good + b"sender=" + b"@" * 70_000 + b"\n\n")
+    time.sleep(0.2)  # the server has answered, refused the rest and closed its side by now
+    received = b""
+    while True:
+        chunk = client.recv(65536)  # ConnectionResetError here is the failure
+        if not chunk:
+            break
+        received += chunk
+    assert received == (
+        reply_for("a@one.example") + reply_for("b@two.example") + reply_for("c@three.example")
+    )
+
+
+def test_a_peer_that_keeps_its_end_open_after_a_malformed_request_is_closed_soon(
+    make_server: MakeServer, connect: Connect
+) -> None:
+    observer = RecordingObserver()
+    server = make_server(observer=observer)
+    bad = connect(server.addresses[0])
+    bad.sendall(b"no equals sign\n\n")
+    assert closed_by_server(bad)  # our end is shut at once; we drain theirs a short while
+    assert wait_until(lambda: observer.count("connection_closed") == 1, timeout=4.0)

@@ -283,6 +283,8 @@ class SpfEvaluator:
         # An empty default explanation tells a domain's own exp= text (RFC 7208 §6.2) apart.
         query.set_default_explanation("")
         result_name, _code, explanation = query.check()
+        # pyspf keeps a permerror with its traceback, a cycle through this whole stack.
+        query.perm_error = None
         result = _RESULTS.get(result_name, SpfResult.PERMERROR)
         problem = ""
         if result in (SpfResult.TEMPERROR, SpfResult.PERMERROR):

@@ -192,7 +192,8 @@ class CachingResolver:
             )
         except DnsError as error:
             expires = self.clock() + FAILURE_TTL
-            entry = cached = _Entry(None, error, expires)
+            # Kept without its traceback: frames would keep the asking request alive.
+            entry = cached = _Entry(None, _bare(error), expires)
         except BaseException as error:
             # Never leave followers waiting on a flight that will not land.
             failed = DnsError(DnsFailure.ERROR, f"resolver failure: {error}", cacheable=False)
@@ -222,6 +223,13 @@ class CachingResolver:
 
 def _unpack(entry: _Entry) -> DnsAnswer:
     if entry.error is not None:
-        raise entry.error
+        # A new exception each time: raising the cached one would grow its traceback by every
+        # asker's frames, keeping their requests (and a replaced configuration) alive.
+        raise _bare(entry.error)
     assert entry.answer is not None
     return entry.answer
+
+
+def _bare(error: DnsError) -> DnsError:
+    """The same failure, without traceback, cause or context."""
+    return DnsError(error.failure, str(error), cacheable=error.cacheable)

@@ -88,6 +88,8 @@ class WorkerPool:
                     job()
                 except Exception:  # a job's bug must not kill the worker or hang its client
                     logger.exception("unexpected error in a worker")
+                # An idle worker must not keep its last request (and its configuration) alive.
+                job = None
                 with self._lock:
                     self._idle += 1
         finally:

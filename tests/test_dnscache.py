@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -232,3 +234,24 @@ def test_followers_are_released_when_the_leader_crashes() -> None:
     assert not any(thread.is_alive() for thread in threads)
     assert len(errors) == 5
     assert len(cache) == 0
+
+
+def test_a_cached_failure_keeps_no_asker_alive() -> None:
+    # Re-raising one stored exception would chain every asker's frames onto its traceback.
+    cache, _, _ = make()
+
+    class Request:
+        """Stands for what a request's frames hold: its service, its message."""
+
+    alive: list[weakref.ref[Request]] = []
+
+    def ask() -> None:
+        request = Request()
+        alive.append(weakref.ref(request))
+        with pytest.raises(DnsError):
+            cache.query("bad.example", "A", FAR)
+
+    for _ in range(50):
+        ask()
+    gc.collect()
+    assert [ref for ref in alive if ref() is not None] == []

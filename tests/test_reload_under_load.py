@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,8 +23,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.fixtures import (
+    REPO_ROOT,
     ServerProcess,
     connect_unix,
+    managed_process,
     running_dns_server,
     running_policy_daemon,
 )
@@ -187,3 +190,70 @@ def test_reloads_under_load_lose_no_request(tmp_path: Path, notifications: Notif
     assert log.count("configuration reloaded") == RELOADS
     assert "Traceback" not in log
     assert "reload failed" not in log
+
+
+# `spfpolicy serve` with every PolicyService watched through a weak reference: once the second
+# (the reloaded) one is in place and the test sends SIGUSR1, it prints which are still alive.
+WATCHED_DAEMON = """
+import gc, signal, sys, threading, time, weakref
+from spfpolicy import cli
+from spfpolicy.service import PolicyService
+
+services = []
+build = PolicyService.__init__
+def watched(self, *args, **kwargs):
+    build(self, *args, **kwargs)
+    services.append(weakref.ref(self))
+PolicyService.__init__ = watched
+
+def report(reloaded):
+    reloaded.wait(30)
+    time.sleep(0.5)  # set_handler() comes after the build
+    gc.collect()
+    print("ALIVE", [ref() is not None for ref in services], flush=True)
+
+reloaded = threading.Event()
+signal.signal(signal.SIGUSR1, lambda *_: reloaded.set())  # the test says: reload is done
+threading.Thread(target=report, args=(reloaded,), daemon=True).start()
+sys.exit(cli.main(["serve", "--config", sys.argv[1]]))
+"""
+
+
+@pytest.mark.parametrize("evaluated", [False, True], ids=["skipped", "evaluated-on-a-worker"])
+def test_a_reload_frees_the_service_it_replaces(
+    tmp_path: Path, notifications: Notifications, evaluated: bool
+) -> None:
+    socket_path = tmp_path / "policy.sock"
+    config_path = tmp_path / "spfpolicy.toml"
+    script = tmp_path / "watched.py"
+    script.write_text(WATCHED_DAEMON)
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    with running_dns_server(ZONE) as dns_port:
+        base = (
+            f'[server]\nlisten = ["unix:{socket_path}"]\n'
+            f'[dns]\nnameservers = ["127.0.0.1"]\nport = {dns_port}\n[metrics]\nlisten = ""\n'
+        )
+        write_config(config_path, base, 0)
+        command = [sys.executable, str(script), str(config_path)]
+        log = tmp_path / "daemon.log"
+        with managed_process("policy daemon", command, log, cwd=REPO_ROOT, env=env) as daemon:
+            assert notifications.next(daemon).startswith("READY=1")
+            with connect_unix(daemon, socket_path) as connection:
+                connection.settimeout(WAIT)
+                if evaluated:
+                    # A cold cache: a worker evaluates it, over DNS, and then sits idle.
+                    reply = exchange(connection, request("reload.first"))
+                    assert reply.startswith(ANSWERS[0])
+                else:  # answered without DNS, on the event loop
+                    skipped = request("reload.first").replace(b"\n\n", b"\nsasl_username=alice\n\n")
+                    assert exchange(connection, skipped) == "DUNNO"
+            write_config(config_path, base, 1)
+            daemon.process.send_signal(signal.SIGHUP)
+            assert notifications.next(daemon).startswith("RELOADING=1")
+            assert notifications.next(daemon) == "READY=1\nSTATUS=configuration reloaded"
+            daemon.process.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + WAIT
+            while "ALIVE" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+    # The first service is gone; the second is the one answering.
+    assert "ALIVE [False, True]" in log.read_text(), log.read_text()

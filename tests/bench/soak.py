@@ -163,10 +163,10 @@ def soak(arguments: argparse.Namespace, results: dict[str, Any]) -> None:
                 driver.join(5.0)
                 if driver.is_alive():
                     driver.terminate()
+            # After the load, apart: the verdicts compare the daemon under load only.
             url = f"http://{arguments.metrics_listen}/metrics"
-            results["samples"].append(
-                asdict(soaksample.take(daemon.pid, url, time.monotonic() - results["t0"]))
-            )
+            after = soaksample.take(daemon.pid, url, time.monotonic() - results["t0"])
+            results["after_load"] = asdict(after)
             trouble = daemon.trouble()
     results["log"] = {
         "size_mib": soaksample.log_size_mib(daemon.log_path),
@@ -229,7 +229,9 @@ def conclude(arguments: argparse.Namespace, results: dict[str, Any]) -> int:
             f" p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms,"
             f" max {load['max_ms']:.0f} ms, errors {load['errors']}"
         )
-    metrics = samples[-1].metrics if samples else {}
+    metrics = results.get("after_load", {}).get("metrics") or (
+        samples[-1].metrics if samples else {}
+    )
     print(
         f"reloads: {results['reloads']} sent, {metrics.get('reloads_ok', 0):.0f} succeeded,"
         f" {metrics.get('reloads_failed', 0):.0f} failed;"

@@ -101,8 +101,12 @@ def build_service(
     if resolver is None:
         resolver = build_resolver(config, observer)
     result_cache = ResultCache(config.spf.result_cache_size) if config.spf.result_cache else None
+    # Half as many include: results: they are per client and provider, far fewer pairs than
+    # clients and sender domains, and the three caches full stay under 150 MiB.
     include_cache: ExpiringCache[IncludeKey, IncludeResult] | None = (
-        ExpiringCache(config.spf.result_cache_size) if config.spf.result_cache else None
+        ExpiringCache(max(1, config.spf.result_cache_size // 2))
+        if config.spf.result_cache
+        else None
     )
     receiver = _receiver(config)
     evaluator = SpfEvaluator(

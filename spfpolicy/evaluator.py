@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +47,12 @@ _ERROR_PREFIXES = ("SPF Permanent Error: ", "SPF Temporary Error: ")
 
 
 IncludeKey = tuple[str, str, str]  # client address, include target, its record
+
+
+def include_key(client: str, domain: str, record: str) -> IncludeKey:
+    """The include: cache's key. Every evaluation fetches a record as a new string; interned,
+    the thousands of entries for one provider's record share one copy."""
+    return (client, domain.lower(), sys.intern(record))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +121,7 @@ class _Query(spf.query):  # type: ignore[misc]
         if not recursion or cache is None or not record or "%" in record:
             return super().check1(record, domain, recursion)
         trace = _current.get().trace
-        key = (str(self.i), domain.lower(), record)
+        key = include_key(str(self.i), domain, record)
         known = cache.get(key)
         if (
             known is not None

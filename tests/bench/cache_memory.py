@@ -1,4 +1,4 @@
-"""How much memory full caches take: 100000 DNS answers and 100000 SPF results in one process.
+"""How much memory full caches take: DNS answers, SPF results and include: results, in one process.
 
 Run by hand: .venv/bin/python tests/bench/cache_memory.py [--entries N]
 It imports the daemon's own modules, fills the caches through their public methods with
@@ -14,9 +14,10 @@ from pathlib import Path
 
 from spfpolicy import cli
 from spfpolicy.config import Config
+from spfpolicy.evaluator import IncludeKey, IncludeResult, include_key
 from spfpolicy.model import Identity, SpfOutcome, SpfResult
 from spfpolicy.resolver import CacheLimits, CachingResolver, DnsAnswer, DnsRecord
-from spfpolicy.resultcache import ResultCache
+from spfpolicy.resultcache import ExpiringCache, ResultCache
 
 FAR = float("inf")
 
@@ -85,11 +86,27 @@ def main() -> None:
         results.put(key, outcome, FAR)
     gc.collect()
     with_results = rss_mib()
-    print(f"entries: {len(cache)} DNS answers, {len(results)} SPF results")
+    # The include: cache has as many entries: client addresses times the providers' records
+    # (50 of them, long ones), fetched afresh by each evaluation as the daemon does.
+    include_count = result_count // 2  # as cli.build_service sizes it
+    includes: ExpiringCache[IncludeKey, IncludeResult] = ExpiringCache(include_count)
+    for index in range(include_count):
+        provider = index % 50
+        record = " ".join(f"ip4:198.51.{(provider + n) % 256}.0/24" for n in range(8)) + " ~all"
+        client = f"198.51.{index // 256 % 256}.{index % 256}"
+        key = include_key(client, f"_spf{provider}.example", record)
+        includes.put(key, IncludeResult(("pass", 250, ""), 2, 0, FAR), FAR)
+    gc.collect()
+    with_includes = rss_mib()
+    print(
+        f"entries: {len(cache)} DNS answers, {len(results)} SPF results, {len(includes)} includes"
+    )
     dns_growth, result_growth = with_dns - baseline, with_results - with_dns
     print(f"RSS at start (daemon objects built): {baseline:.1f} MiB")
     print(f"RSS with a full DNS cache:           {with_dns:.1f} MiB (+{dns_growth:.1f})")
     print(f"RSS with a full result cache too:    {with_results:.1f} MiB (+{result_growth:.1f})")
+    include_growth = with_includes - with_results
+    print(f"RSS with a full include cache too:   {with_includes:.1f} MiB (+{include_growth:.1f})")
 
 
 if __name__ == "__main__":

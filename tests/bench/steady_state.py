@@ -5,8 +5,9 @@
 The warm scenario's shape: a warm-up on other messages of the same traffic, then the measured
 messages, every request framed by a RequestReader, tried from the caches (handle_cached) and
 decided by handle() where that gives up, the decision logged (to memory), the reply encoded, all
-in one thread. What the running daemon spends beyond this goes to sockets, the event loop and
-threads (tests/bench/run.py measures that whole).
+in one thread, counted by the Prometheus observer as in the daemon (--no-metrics: without).
+What the running daemon spends beyond this goes to sockets, the event loop and threads
+(tests/bench/run.py measures that whole).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from spfpolicy import protocol
 from spfpolicy.cli import build_service
 from spfpolicy.config import parse_config
 from spfpolicy.logs import configure_logging
+from spfpolicy.metrics import PrometheusObserver
 from spfpolicy.service import PolicyService
 from tests.bench.traffic import encode_all, generate_messages
 from tests.bench.world import World, build_world
@@ -32,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=60_000)
     parser.add_argument("--warmup", type=int, default=20_000)
+    parser.add_argument("--no-metrics", action="store_true", help="without the Prometheus observer")
     arguments = parser.parse_args()
     world = build_world(domains=5000, seed=1)
     warmup = _requests(world, arguments.warmup, seed=3, run=2)
@@ -42,7 +45,8 @@ def main() -> None:
         )
         configure_logging(config.log.level, config.log.format)
         logging.getLogger().handlers[0].setStream(io.StringIO())  # type: ignore[attr-defined]
-        service = build_service(config)
+        observer = None if arguments.no_metrics else PrometheusObserver(config.spf.time_budget)
+        service = build_service(config, observer)
         _run(service, warmup)
         wall, cpu = time.perf_counter(), time.process_time()
         inline = _run(service, measured)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import functools
 import logging
 import sys
 import threading
@@ -108,6 +109,7 @@ class _Query(spf.query):  # type: ignore[misc]
     void_limit = spf.MAX_VOID_LOOKUPS
     ipv6_void_fairness = False
     include_cache: ExpiringCache[IncludeKey, IncludeResult] | None = None
+    observer: Observer = NullObserver()
 
     def check1(self, record: str, domain: str, recursion: int) -> Any:
         """check_host() of an include: target (recursion > 0), reused when it cannot differ.
@@ -123,11 +125,14 @@ class _Query(spf.query):  # type: ignore[misc]
         trace = _current.get().trace
         key = include_key(str(self.i), domain, record)
         known = cache.get(key)
-        if (
+        reusable = (
             known is not None
             and self.lookups + known.lookups <= spf.MAX_LOOKUP
             and self.void_lookups + known.void_lookups <= self.void_limit
-        ):
+        )
+        cacheonly.observe(functools.partial(self.observer.include_cache_lookup, hit=reusable))
+        if reusable:
+            assert known is not None
             self.lookups += known.lookups
             self.void_lookups += known.void_lookups
             trace.expires = min(trace.expires, known.expires)
@@ -287,6 +292,7 @@ class SpfEvaluator:
         query.void_limit = self.void_lookup_limit
         query.ipv6_void_fairness = self.ipv6_void_fairness
         query.include_cache = self.include_cache
+        query.observer = self.observer
         # An empty default explanation tells a domain's own exp= text (RFC 7208 §6.2) apart.
         query.set_default_explanation("")
         result_name, _code, explanation = query.check()

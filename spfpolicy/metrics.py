@@ -102,6 +102,12 @@ class PrometheusObserver:
             ["outcome"],
             registry=registry,
         )
+        self.include_cache = Counter(
+            "spfpolicy_include_cache_lookups",
+            "include: result cache lookups, by outcome (hit: reused, miss: evaluated).",
+            ["outcome"],
+            registry=registry,
+        )
         self.connections_open = Gauge(
             "spfpolicy_connections_open", "Client connections open now.", registry=registry
         )
@@ -215,6 +221,10 @@ class PrometheusObserver:
     def result_cache_lookup(self, hit: bool) -> None:
         """Count a result cache hit or miss."""
         self._child(self.result_cache, "hit" if hit else "miss").inc()
+
+    def include_cache_lookup(self, hit: bool) -> None:
+        """Count an include: result reused or evaluated."""
+        self._child(self.include_cache, "hit" if hit else "miss").inc()
 
     def budget_exceeded(self) -> None:
         """Count a request that ran out of time."""

@@ -230,6 +230,9 @@ class Observer(Protocol):
     def result_cache_lookup(self, hit: bool) -> None:
         """The SPF result cache was asked for one identity's result."""
 
+    def include_cache_lookup(self, hit: bool) -> None:
+        """The include: result cache was asked; hit is True when a kept result was reused."""
+
 
 class NullObserver:
     """An Observer that ignores everything: the default when metrics are off."""
@@ -266,3 +269,6 @@ class NullObserver:
 
     def result_cache_lookup(self, hit: bool) -> None:
         """Ignore a result cache lookup."""
+
+    def include_cache_lookup(self, hit: bool) -> None:
+        """Ignore an include: result cache lookup."""

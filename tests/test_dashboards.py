@@ -33,6 +33,7 @@ def exported_names() -> set[str]:
     observer.dns_query("TXT", "answer", 0.01)
     observer.protocol_error("no_equals")
     observer.result_cache_lookup(hit=True)
+    observer.include_cache_lookup(hit=True)
     observer.config_reloaded(success=True)
     text = generate_latest(observer.registry).decode()
     return {

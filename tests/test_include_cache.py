@@ -8,7 +8,7 @@ cross a limit is evaluated afresh and gives the permerror a fresh evaluation giv
 from __future__ import annotations
 
 from spfpolicy.evaluator import Evaluation, SpfEvaluator
-from spfpolicy.model import Identity, SpfResult
+from spfpolicy.model import Identity, NullObserver, SpfResult
 from spfpolicy.resolver import CachingResolver
 from spfpolicy.resultcache import ExpiringCache
 from tests.support.fakedns import FakeResolver
@@ -133,3 +133,30 @@ def test_a_reused_include_shortens_the_whole_results_lifetime() -> None:
     reusing = evaluate(evaluator, "b@light.example")
     assert reusing.trace.reused_includes
     assert reusing.trace.expires - evaluator.clock() <= 60.0
+
+
+class IncludeCounter(NullObserver):
+    """Counts include: cache lookups."""
+
+    def __init__(self) -> None:
+        self.lookups: list[bool] = []
+
+    def include_cache_lookup(self, hit: bool) -> None:
+        """Record one lookup."""
+        self.lookups.append(hit)
+
+
+def test_include_cache_lookups_are_counted() -> None:
+    counter = IncludeCounter()
+    evaluator = SpfEvaluator(
+        CachingResolver(FakeResolver(ZONE)),
+        receiver="mx.receiver.example",
+        include_cache=ExpiringCache(1000),
+        observer=counter,
+    )
+    evaluate(evaluator, "a@light.example")  # provider.example, then net.provider.example below
+    assert counter.lookups == [False, False]
+    evaluate(evaluator, "b@light.example")
+    assert counter.lookups == [False, False, True]
+    evaluate(evaluator, "a@heavy.example")  # known, but reusing it would cross the limit
+    assert counter.lookups[3] is False

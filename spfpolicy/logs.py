@@ -55,7 +55,11 @@ class BackgroundHandler(logging.Handler):
         super().__init__()
         self.setFormatter(formatter)
         self.stream = stream
-        self.queue: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+        # Records, None to stop, or an Event that flush() waits for: set once all before it
+        # has been written.
+        self.queue: queue.SimpleQueue[logging.LogRecord | threading.Event | None] = (
+            queue.SimpleQueue()
+        )
         self.writer = threading.Thread(target=self._write, name="spfpolicy-log", daemon=True)
         self.writer.start()
 
@@ -71,9 +75,12 @@ class BackgroundHandler(logging.Handler):
         self.queue.put(record)
 
     def flush(self) -> None:
-        """Wait (up to FLUSH_WAIT seconds) until what is queued has been written."""
+        """Wait (up to FLUSH_WAIT seconds) until what was queued before has been written."""
+        written = threading.Event()
+        self.queue.put(written)
         deadline = time.monotonic() + FLUSH_WAIT
-        while not self.queue.empty() and self.writer.is_alive() and time.monotonic() < deadline:
+        # Polled, not Event.wait(): flush() runs in signal handlers too.
+        while not written.is_set() and self.writer.is_alive() and time.monotonic() < deadline:
             time.sleep(0.01)
 
     def close(self) -> None:
@@ -93,6 +100,11 @@ class BackgroundHandler(logging.Handler):
                 if record is None:
                     self._flush(lines)
                     return
+                if isinstance(record, threading.Event):
+                    self._flush(lines)
+                    lines = []
+                    record.set()
+                    continue
                 try:
                     lines.append(self.format(record))
                 except Exception:  # noqa: BLE001 - a broken record must not stop the log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -183,3 +184,31 @@ def test_background_handler_writes_every_line_in_order() -> None:
         handler.close()
     assert stream.getvalue().splitlines() == [f"line {n}" for n in range(2000)]
     assert not handler.writer.is_alive()
+
+
+class SlowStream(io.StringIO):
+    """A stream that takes its time to write, like stderr to a busy journal."""
+
+    def write(self, text: str) -> int:
+        time.sleep(0.05)
+        return super().write(text)
+
+
+def test_background_flush_waits_for_lines_the_writer_has_taken() -> None:
+    # The writer takes lines off the queue before writing them: an empty queue is not a
+    # written log. A second SIGTERM logs, flushes and exits at once; its line must be there.
+    stream = SlowStream()
+    handler = BackgroundHandler(stream, logging.Formatter("%(message)s"))
+    logger = logging.getLogger("spfpolicy.test.flush")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        for round_number in range(5):
+            logger.warning("round %d", round_number)
+            time.sleep(0.02)  # the writer has taken it and is writing
+            handler.flush()
+            assert stream.getvalue().splitlines()[-1:] == [f"round {round_number}"]
+    finally:
+        logger.removeHandler(handler)
+        handler.close()

@@ -24,8 +24,7 @@ def log_decision(request: PolicyRequest, decision: Decision, duration: float) ->
     if not log.isEnabledFor(logging.INFO):
         return
     fields = decision_fields(request, decision, duration)
-    text = " ".join(f"{key}={_quoted(value)}" for key, value in fields.items())
-    log.info("decision %s", text, extra={"fields": fields})
+    log.info("decision %s", _text(fields), extra={"fields": fields})
 
 
 def log_internal_error(request: PolicyRequest, decision: Decision) -> None:
@@ -33,10 +32,9 @@ def log_internal_error(request: PolicyRequest, decision: Decision) -> None:
     except block. The line names the request and the answer it got instead."""
     every = decision_fields(request, decision, 0.0)
     fields = {key: every[key] for key in (*IDENTIFYING_FIELDS, "action")}
-    text = " ".join(f"{key}={_quoted(value)}" for key, value in fields.items())
     log.error(
         "internal error, answered as [policy] on_internal_error says: %s",
-        text,
+        _text(fields),
         exc_info=True,
         extra={"fields": fields},
     )
@@ -70,6 +68,11 @@ def decision_fields(
     fields["cache_hits"] = decision.cache_hits
     fields["duration_ms"] = round(duration * 1000, 1)
     return fields
+
+
+def _text(fields: dict[str, str | int | float]) -> str:
+    """The fields as the text line writes them: key=value, values quoted where needed."""
+    return " ".join(f"{key}={_quoted(value)}" for key, value in fields.items())
 
 
 def _action_summary(action: str) -> str:

@@ -251,14 +251,14 @@ class EventLoop:
                 return
             self._observer.request_received(request.protocol_state)
             handlers = self._handlers()  # read once: set_handler() may run at any moment
-            decision = _decide(handlers.cached, request, handlers.error_action)
-            if decision is None:
+            action = _decide(handlers.cached, request, handlers.error_action)
+            if action is None:
                 connection.busy = True
                 # Until the worker answers, read nothing more: a pipelining peer waits.
                 self._selector.unregister(connection.sock)
                 self.workers.submit(functools.partial(self._work, connection, request, handlers))
                 return
-            if not self._send(connection, protocol.encode_reply(decision)):
+            if not self._send(connection, protocol.encode_reply(action)):
                 return
 
     def _work(self, connection: _Connection, request: PolicyRequest, handlers: Handlers) -> None:

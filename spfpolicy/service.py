@@ -93,12 +93,8 @@ class PolicyService:
         try:
             decision = self._decide(request, started).decision
         except Exception:  # noqa: BLE001 - the connection boundary: logged with its traceback
-            decision = self.error_decision()
-            log_internal_error(request, decision)
-        duration = self.clock() - started
-        log_decision(request, decision, duration)
-        self.observer.decision_made(decision, duration)
-        return decision
+            decision = self._internal_error(request)
+        return self._finish(request, decision, started)
 
     def handle_cached(self, request: PolicyRequest) -> Decision | None:
         """Answer from what the caches hold, or None: then handle() must decide the request.
@@ -109,20 +105,28 @@ class PolicyService:
         if not self.answers_from_cache:
             return None
         started = self.clock()
+        decision: Decision | None
         with cacheonly.cache_only() as attempt:
             try:
                 decision = self._decide(request, started).decision
             except cacheonly.NotCached:
                 decision = None
             except Exception:  # noqa: BLE001 - as in handle(): logged with its traceback
-                if attempt.missed:
-                    decision = None  # maybe because of the miss: the worker will see
-                else:
-                    decision = self.error_decision()
-                    log_internal_error(request, decision)
+                # After a miss the error may come from it: the worker will see.
+                decision = None if attempt.missed else self._internal_error(request)
         attempt.replay()  # the counts of the work that was kept
         if decision is None or attempt.missed:
             return None
+        return self._finish(request, decision, started)
+
+    def _internal_error(self, request: PolicyRequest) -> Decision:
+        """The on_internal_error answer, logged with the traceback; call it in an except block."""
+        decision = self.error_decision()
+        log_internal_error(request, decision)
+        return decision
+
+    def _finish(self, request: PolicyRequest, decision: Decision, started: float) -> Decision:
+        """Log and count a decision made."""
         duration = self.clock() - started
         log_decision(request, decision, duration)
         self.observer.decision_made(decision, duration)

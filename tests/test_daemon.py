@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fixtures import REPO_ROOT, running_dns_server
+from tests.support.fixtures import REPO_ROOT, ask, running_dns_server
 
 ZONE = {
     "sender.example": [{"TXT": "v=spf1 ip4:192.0.2.0/24 -all"}],
@@ -32,19 +32,6 @@ def request(sender: str, client: str = "203.0.113.9", instance: str = "") -> byt
         f"instance={instance or sender + client + str(time.monotonic_ns())}",
     ]
     return ("\n".join(lines) + "\n\n").encode()
-
-
-def ask(connection: socket.socket, payload: bytes) -> str:
-    """Send one request and read its reply (the text after action=)."""
-    if payload:
-        connection.sendall(payload)
-    reply = b""
-    while not reply.endswith(b"\n\n"):
-        chunk = connection.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"closed after {reply!r}")
-        reply += chunk
-    return reply.decode().removeprefix("action=").rstrip("\n")
 
 
 class Daemon:

@@ -34,7 +34,7 @@ from spfpolicy.service import PolicyService
 from spfpolicy.upstream import StubResolver
 from tests.support.dnsreplies import Transport
 from tests.support.faultydns import Fault, FaultyDnsServer, Rule
-from tests.support.fixtures import connect_unix, running_policy_daemon
+from tests.support.fixtures import ask, connect_unix, running_policy_daemon
 
 BUDGET = 2.0  # [spf] time_budget of every configuration here
 MARGIN = 1.0  # what a loaded machine may add to the budget: past it, something held on
@@ -504,14 +504,9 @@ def ask_daemon(tmp_path: Path, config: str, sender: str) -> tuple[str, float]:
     ):
         connection.settimeout(BUDGET + 10.0)
         started = time.monotonic()
-        connection.sendall(request)
-        reply = b""
-        while not reply.endswith(b"\n\n"):
-            chunk = connection.recv(4096)
-            assert chunk, f"closed after {reply!r}"
-            reply += chunk
+        reply = ask(connection, request)
         seconds = time.monotonic() - started
-    return reply.decode().removeprefix("action=").rstrip("\n"), seconds
+    return reply, seconds
 
 
 TEMPERROR_DEFERS = "DEFER_IF_PERMIT 4.7.24 "

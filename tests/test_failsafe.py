@@ -20,7 +20,12 @@ from typing import Any
 
 import pytest
 
-from tests.support.fixtures import connect_unix, running_dns_server, running_policy_daemon
+from tests.support.fixtures import (
+    ask,
+    connect_unix,
+    running_dns_server,
+    running_policy_daemon,
+)
 
 BUDGET = 2.0  # [spf] time_budget, seconds
 # Scheduling on a loaded two-core machine; far below a second budget, so a request that spent
@@ -130,18 +135,6 @@ def request(helo: str, sender: str, address: str, instance: str, sasl: str = "")
         f"sasl_username={sasl}",
     ]
     return ("\n".join(lines) + "\n\n").encode()
-
-
-def ask(connection: socket.socket, payload: bytes) -> str:
-    """Send one request and read its reply (the text after action=)."""
-    connection.sendall(payload)
-    reply = b""
-    while not reply.endswith(b"\n\n"):
-        chunk = connection.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"closed after {reply!r}")
-        reply += chunk
-    return reply.decode().removeprefix("action=").removesuffix("\n\n")
 
 
 @dataclass(frozen=True)

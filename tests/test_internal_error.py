@@ -24,6 +24,7 @@ from spfpolicy.resolver import DnsAnswer
 from spfpolicy.server import PolicyServer
 from spfpolicy.service import PolicyService
 from tests.support.fakedns import FakeResolver
+from tests.support.fixtures import ask
 
 ZONE = {"sender.example": ["TXT v=spf1 ip4:192.0.2.0/24 -all"]}
 CLIENT_TIMEOUT = 10.0  # no test may hang on a server that fails to answer
@@ -55,17 +56,6 @@ def request(sender: str, sasl_username: str = "") -> bytes:
         f"helo_name=mail.sender.example\nsender={sender}\nrecipient=a@receiver.example\n"
         f"instance=4F2A1.1\nqueue_id=4F2A1\nsasl_username={sasl_username}\n\n"
     ).encode()
-
-
-def ask(connection: socket.socket, payload: bytes) -> str:
-    """Send one request, return the action text of its reply."""
-    connection.sendall(payload)
-    reply = b""
-    while not reply.endswith(b"\n\n"):
-        chunk = connection.recv(4096)
-        assert chunk, f"closed after {reply!r}"
-        reply += chunk
-    return reply.decode().removeprefix("action=").removesuffix("\n\n")
 
 
 def serve(config: Config, observer: PrometheusObserver) -> PolicyServer:

@@ -27,6 +27,7 @@ from tests.support.fixtures import (
     ServerProcess,
     connect_unix,
     managed_process,
+    read_reply,
     running_dns_server,
     running_policy_daemon,
 )
@@ -72,12 +73,7 @@ def request(instance: str) -> bytes:
 def exchange(connection: socket.socket, payload: bytes) -> str:
     """Send one request; its reply, which must come alone (no second reply behind it)."""
     connection.sendall(payload)
-    reply = b""
-    while not reply.endswith(b"\n\n"):
-        chunk = connection.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"closed after {reply!r}")
-        reply += chunk
+    reply = read_reply(connection)
     if reply.count(b"\n\n") != 1 or not reply.startswith(b"action="):
         raise AssertionError(f"not exactly one reply: {reply!r}")
     return reply.decode().removeprefix("action=").removesuffix("\n\n")

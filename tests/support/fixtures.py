@@ -184,3 +184,21 @@ def connect_unix(
             continue
         return connection
     raise server.failure(f"{path} did not accept connections within {timeout:g} s")
+
+
+def read_reply(connection: socket.socket) -> bytes:
+    """Read one policy reply, up to its empty line; ConnectionError if the server closes first."""
+    reply = b""
+    while not reply.endswith(b"\n\n"):
+        chunk = connection.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"closed after {reply!r}")
+        reply += chunk
+    return reply
+
+
+def ask(connection: socket.socket, payload: bytes) -> str:
+    """Send one request (nothing if payload is empty) and return its reply's action text."""
+    if payload:
+        connection.sendall(payload)
+    return read_reply(connection).decode().removeprefix("action=").removesuffix("\n\n")

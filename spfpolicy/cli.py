@@ -9,21 +9,24 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from spfpolicy import __version__, listeners, systemd
-from spfpolicy.allowlist import AllowList
-from spfpolicy.config import Config, ConfigError, load_config
+from spfpolicy import __version__
+from spfpolicy.config.settings import Config, ConfigError, load_config
 from spfpolicy.daemon import Daemon
-from spfpolicy.evaluator import IncludeKey, IncludeResult, SpfEvaluator
-from spfpolicy.logs import configure_logging
-from spfpolicy.metrics import MetricsExporter, PrometheusObserver
-from spfpolicy.migrate import migrate
+from spfpolicy.decision.policy import Receiver
+from spfpolicy.evaluation.caches import ExpiringCache, ResultCache
+from spfpolicy.evaluation.evaluator import IncludeKey, IncludeResult, SpfEvaluator
+from spfpolicy.migrate.translate import migrate
 from spfpolicy.model import ListenAddress, PolicyRequest, SpfPolicyError
-from spfpolicy.policy import Receiver
-from spfpolicy.resolver import CacheLimits, CachingResolver, Resolver
-from spfpolicy.resultcache import ExpiringCache, ResultCache
-from spfpolicy.server import PolicyServer
-from spfpolicy.service import PolicyService
-from spfpolicy.upstream import StubResolver
+from spfpolicy.ops import notify
+from spfpolicy.ops.logs import configure_logging
+from spfpolicy.ops.metrics import MetricsExporter, PrometheusObserver
+from spfpolicy.resolver.answers import Resolver
+from spfpolicy.resolver.cache import CacheLimits, CachingResolver
+from spfpolicy.resolver.stub import StubResolver
+from spfpolicy.service.allowlist import AllowList
+from spfpolicy.service.policyservice import PolicyService
+from spfpolicy.wire import activation, listeners
+from spfpolicy.wire.server import PolicyServer
 
 log = logging.getLogger("spfpolicy")
 
@@ -206,7 +209,7 @@ def _serve(arguments: argparse.Namespace) -> int:
     _configure_logging(config, background=True)
     observer = PrometheusObserver(config.spf.time_budget)
     service = build_service(config, observer)
-    inherited = systemd.listen_sockets()
+    inherited = activation.listen_sockets()
     listen = _own_listen(config.server.listen, inherited)
     if not listen and not inherited:
         raise SpfPolicyError(
@@ -224,7 +227,7 @@ def _serve(arguments: argparse.Namespace) -> int:
         inherited_sockets=inherited,
     )
     server.start()
-    notifier = systemd.Notifier()
+    notifier = notify.Notifier()
     daemon = Daemon(
         server,
         service,

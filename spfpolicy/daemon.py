@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from spfpolicy import systemd
-from spfpolicy.config import Config, ConfigError
-from spfpolicy.logs import configure_logging
-from spfpolicy.metrics import PrometheusObserver
-from spfpolicy.resolver import Resolver
-from spfpolicy.server import PolicyServer
-from spfpolicy.service import PolicyService
+from spfpolicy.config.settings import Config, ConfigError
+from spfpolicy.ops import notify
+from spfpolicy.ops.logs import configure_logging
+from spfpolicy.ops.metrics import PrometheusObserver
+from spfpolicy.resolver.answers import Resolver
+from spfpolicy.service.policyservice import PolicyService
+from spfpolicy.wire.server import PolicyServer
 
 log = logging.getLogger("spfpolicy")
 
@@ -38,7 +38,7 @@ class Daemon:
         service: PolicyService,
         config: Config,
         *,
-        notifier: systemd.Notifier,
+        notifier: notify.Notifier,
         observer: PrometheusObserver,
         load: Callable[[], Config],
         build: Callable[[Config, Resolver | None], PolicyService],

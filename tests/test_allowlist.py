@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from spfpolicy.allowlist import AllowList
-from spfpolicy.config import parse_config
-from spfpolicy.evaluator import SpfEvaluator
+from spfpolicy.config.settings import parse_config
+from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import Identity, SpfResult
+from spfpolicy.service.allowlist import AllowList
 from tests.support.fakedns import FakeResolver
 from tests.support.fixtures import REPO_ROOT, running_dns_server
 from tests.support.postfix import free_port

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import time
 
-from spfpolicy.domains import is_checkable_helo
-from spfpolicy.evaluator import SpfEvaluator
+from spfpolicy.evaluation.caches import ExpiringCache, ResultCache
+from spfpolicy.evaluation.domains import is_checkable_helo
+from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import Identity
-from spfpolicy.resolver import CachingResolver
-from spfpolicy.resultcache import ExpiringCache, ResultCache
-from spfpolicy.upstream import StubResolver
+from spfpolicy.resolver.cache import CachingResolver
+from spfpolicy.resolver.stub import StubResolver
 from tests.bench.traffic import generate_messages
 from tests.bench.world import build_world
 from tests.support.fixtures import running_dns_server

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections import Counter
 
-from spfpolicy.config import Config, parse_config
-from spfpolicy.evaluator import SpfEvaluator
+from spfpolicy.config.settings import Config, parse_config
+from spfpolicy.decision.policy import Receiver
+from spfpolicy.evaluation.caches import ResultCache
+from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import Decision, NullObserver, PolicyRequest
-from spfpolicy.policy import Receiver
-from spfpolicy.resolver import CachingResolver
-from spfpolicy.resultcache import ResultCache
-from spfpolicy.service import PolicyService
+from spfpolicy.resolver.cache import CachingResolver
+from spfpolicy.service.policyservice import PolicyService
 from tests.support.fakedns import FakeResolver
 
 ZONE = {

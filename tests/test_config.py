@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from spfpolicy.config import Config, ConfigError, HeaderType, config_keys, load_config, parse_config
+from spfpolicy.config.settings import (
+    Config,
+    ConfigError,
+    HeaderType,
+    config_keys,
+    load_config,
+    parse_config,
+)
 from spfpolicy.model import ListenAddress, ListenKind, SpfResult, Verdict
 
 FULL = """

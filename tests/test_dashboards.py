@@ -12,8 +12,8 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from spfpolicy.metrics import PrometheusObserver
 from spfpolicy.model import Decision, Disposition, Identity, SpfOutcome, SpfResult
+from spfpolicy.ops.metrics import PrometheusObserver
 from tests.conftest import require_tool
 
 PACKAGING = Path(__file__).parent.parent / "packaging"

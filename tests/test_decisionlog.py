@@ -10,9 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from spfpolicy.config import LogFormat, LogLevel
-from spfpolicy.decisionlog import log_decision
-from spfpolicy.logs import BackgroundHandler, configure_logging
+from spfpolicy.config.settings import LogFormat, LogLevel
 from spfpolicy.model import (
     Decision,
     Disposition,
@@ -22,6 +20,8 @@ from spfpolicy.model import (
     SpfResult,
     Verdict,
 )
+from spfpolicy.ops.logs import BackgroundHandler, configure_logging
+from spfpolicy.service.decisionlog import log_decision
 
 REQUEST = PolicyRequest(
     request="smtpd_access_policy",

@@ -18,20 +18,14 @@ from typing import Protocol
 
 import pytest
 
-from spfpolicy.config import Config, parse_config
-from spfpolicy.evaluator import SpfEvaluator
+from spfpolicy.config.settings import Config, parse_config
+from spfpolicy.decision.policy import Receiver
+from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import Decision, PolicyRequest, SpfResult
-from spfpolicy.policy import Receiver
-from spfpolicy.resolver import (
-    FAILURE_TTL,
-    CacheLimits,
-    CachingResolver,
-    DnsAnswer,
-    DnsError,
-    DnsFailure,
-)
-from spfpolicy.service import PolicyService
-from spfpolicy.upstream import StubResolver
+from spfpolicy.resolver.answers import DnsAnswer, DnsError, DnsFailure
+from spfpolicy.resolver.cache import FAILURE_TTL, CacheLimits, CachingResolver
+from spfpolicy.resolver.stub import StubResolver
+from spfpolicy.service.policyservice import PolicyService
 from tests.support.dnsreplies import Transport
 from tests.support.faultydns import Fault, FaultyDnsServer, Rule
 from tests.support.fixtures import ask, connect_unix, running_policy_daemon

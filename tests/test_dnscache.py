@@ -9,15 +9,8 @@ import weakref
 
 import pytest
 
-from spfpolicy.resolver import (
-    FAILURE_TTL,
-    CacheLimits,
-    CachingResolver,
-    DnsAnswer,
-    DnsError,
-    DnsFailure,
-    DnsRecord,
-)
+from spfpolicy.resolver.answers import DnsAnswer, DnsError, DnsFailure, DnsRecord
+from spfpolicy.resolver.cache import FAILURE_TTL, CacheLimits, CachingResolver
 
 FAR = float("inf")
 

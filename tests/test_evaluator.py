@@ -6,10 +6,10 @@ import threading
 
 import pytest
 
-from spfpolicy.domains import is_checkable_helo
-from spfpolicy.evaluator import SpfEvaluator
+from spfpolicy.evaluation.domains import is_checkable_helo
+from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import Identity, SpfResult
-from spfpolicy.resolver import DnsFailure
+from spfpolicy.resolver.answers import DnsFailure
 from tests.support.fakedns import FakeResolver
 
 ZONE = {

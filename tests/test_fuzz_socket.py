@@ -26,13 +26,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spfpolicy.config import Config
-from spfpolicy.evaluator import SpfEvaluator
+from spfpolicy.config.settings import Config
+from spfpolicy.decision.policy import Receiver
+from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import ListenAddress
-from spfpolicy.policy import Receiver
-from spfpolicy.resolver import CachingResolver
-from spfpolicy.server import PolicyServer
-from spfpolicy.service import PolicyService
+from spfpolicy.resolver.cache import CachingResolver
+from spfpolicy.service.policyservice import PolicyService
+from spfpolicy.wire.server import PolicyServer
 from tests.support import socketfuzz
 from tests.support.fakedns import FakeResolver
 from tests.support.fixtures import running_dns_server, running_policy_daemon

@@ -1,4 +1,4 @@
-"""Tests for spfpolicy.headers: Received-SPF and Authentication-Results text, sanitised.
+"""Tests for spfpolicy.decision.headers: Received-SPF and Authentication-Results text, sanitised.
 
 Besides exact strings, every header is read back by a small strict reader that follows the
 RFC 5322 quoting rules, so a value that escaped its quotes or its comment shows up as a parse
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spfpolicy.headers import (
+from spfpolicy.decision.headers import (
     MAX_VALUE_LENGTH,
     TRUNCATION_MARK,
     authentication_results,

@@ -15,14 +15,14 @@ import time
 
 import pytest
 
-from spfpolicy.allowlist import AllowList
-from spfpolicy.config import AllowConfig, Config
-from spfpolicy.domains import a_label
-from spfpolicy.evaluator import SpfEvaluator
+from spfpolicy.config.settings import AllowConfig, Config
+from spfpolicy.decision.policy import Receiver
+from spfpolicy.evaluation.domains import a_label
+from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import Identity, PolicyRequest, SpfResult
-from spfpolicy.policy import Receiver
-from spfpolicy.protocol import encode_reply
-from spfpolicy.service import PolicyService
+from spfpolicy.service.allowlist import AllowList
+from spfpolicy.service.policyservice import PolicyService
+from spfpolicy.wire.protocol import encode_reply
 from tests.support.fakedns import FakeResolver
 
 # Published, as RFC 7208 §4.3 requires, under A-labels only.

@@ -7,10 +7,10 @@ cross a limit is evaluated afresh and gives the permerror a fresh evaluation giv
 
 from __future__ import annotations
 
-from spfpolicy.evaluator import Evaluation, SpfEvaluator
+from spfpolicy.evaluation.caches import ExpiringCache
+from spfpolicy.evaluation.evaluator import Evaluation, SpfEvaluator
 from spfpolicy.model import Identity, NullObserver, SpfResult
-from spfpolicy.resolver import CachingResolver
-from spfpolicy.resultcache import ExpiringCache
+from spfpolicy.resolver.cache import CachingResolver
 from tests.support.fakedns import FakeResolver
 
 CLIENT = "198.51.100.7"

@@ -14,15 +14,15 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import generate_latest
 
-from spfpolicy.allowlist import AllowList
-from spfpolicy.config import Config, parse_config
-from spfpolicy.evaluator import SpfEvaluator
-from spfpolicy.metrics import PrometheusObserver
+from spfpolicy.config.settings import Config, parse_config
+from spfpolicy.decision.policy import INTERNAL_ERROR_DEFER, Receiver
+from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import Decision, ListenAddress
-from spfpolicy.policy import INTERNAL_ERROR_DEFER, Receiver
-from spfpolicy.resolver import DnsAnswer
-from spfpolicy.server import PolicyServer
-from spfpolicy.service import PolicyService
+from spfpolicy.ops.metrics import PrometheusObserver
+from spfpolicy.resolver.answers import DnsAnswer
+from spfpolicy.service.allowlist import AllowList
+from spfpolicy.service.policyservice import PolicyService
+from spfpolicy.wire.server import PolicyServer
 from tests.support.fakedns import FakeResolver
 from tests.support.fixtures import ask
 

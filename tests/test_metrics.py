@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from spfpolicy.metrics import PrometheusObserver
 from spfpolicy.model import Decision, Disposition, Identity, SpfOutcome, SpfResult
+from spfpolicy.ops.metrics import PrometheusObserver
 from tests.conftest import require_tool
 from tests.support.fixtures import REPO_ROOT, running_dns_server
 from tests.support.postfix import free_port

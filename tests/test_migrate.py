@@ -12,16 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spfpolicy import cli
-from spfpolicy.config import (
+from spfpolicy.config.settings import (
     ActionTable,
     Config,
     HeaderType,
     LogLevel,
     parse_config,
 )
-from spfpolicy.migrate import migrate
+from spfpolicy.migrate.policydspf import OPTIONS, parse
+from spfpolicy.migrate.translate import migrate
 from spfpolicy.model import Verdict
-from spfpolicy.policydspf import OPTIONS, parse
 
 DATA = Path(__file__).parent / "data" / "policyd-spf"
 ACCEPT, REJECT, DEFER = Verdict.ACCEPT, Verdict.REJECT, Verdict.DEFER

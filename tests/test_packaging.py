@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from spfpolicy import __version__, cli
-from spfpolicy.config import Config, config_keys, parse_config
+from spfpolicy.config.settings import Config, config_keys, parse_config
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).parent.parent

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from spfpolicy import policy
-from spfpolicy.config import Config, parse_config
+from spfpolicy.config.settings import Config, parse_config
+from spfpolicy.decision import policy
+from spfpolicy.decision.policy import Receiver
 from spfpolicy.model import (
     Decision,
     Disposition,
@@ -15,7 +16,6 @@ from spfpolicy.model import (
     SpfResult,
     Verdict,
 )
-from spfpolicy.policy import Receiver
 
 RECEIVER = Receiver(hostname="mx.receiver.example", authserv_id="mx.receiver.example")
 REQUEST = PolicyRequest(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from spfpolicy import policy
-from spfpolicy.config import ConfigError, parse_config
+from spfpolicy.config.settings import ConfigError, parse_config
+from spfpolicy.decision import policy
+from spfpolicy.decision.policy import Receiver
 from spfpolicy.model import Disposition, Identity, PolicyRequest, SpfOutcome, SpfResult, Verdict
-from spfpolicy.policy import Receiver
 
 RECEIVER = Receiver("mx.receiver.example", "mx.receiver.example")
 REQUEST = PolicyRequest(

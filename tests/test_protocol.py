@@ -1,4 +1,4 @@
-"""Tests for the Postfix policy wire format (spfpolicy.protocol)."""
+"""Tests for the Postfix policy wire format (spfpolicy.wire.protocol)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import pytest
 
 from spfpolicy.model import PolicyRequest
-from spfpolicy.protocol import (
+from spfpolicy.wire.protocol import (
     MAX_ATTRIBUTES,
     MAX_LINE_BYTES,
     MAX_REQUEST_BYTES,

@@ -193,7 +193,7 @@ def test_reloads_under_load_lose_no_request(tmp_path: Path, notifications: Notif
 WATCHED_DAEMON = """
 import gc, signal, sys, threading, time, weakref
 from spfpolicy import cli
-from spfpolicy.service import PolicyService
+from spfpolicy.service.policyservice import PolicyService
 
 services = []
 build = PolicyService.__init__

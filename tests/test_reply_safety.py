@@ -24,15 +24,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spfpolicy import policy
-from spfpolicy.config import Config, HeaderType, parse_config
-from spfpolicy.evaluator import SpfEvaluator
+from spfpolicy.config.settings import Config, HeaderType, parse_config
+from spfpolicy.decision import policy
+from spfpolicy.decision.policy import Receiver
+from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import Decision, ListenAddress, PolicyRequest
-from spfpolicy.policy import Receiver
-from spfpolicy.protocol import encode_reply
-from spfpolicy.resolver import DnsFailure
-from spfpolicy.server import PolicyServer
-from spfpolicy.service import PolicyService
+from spfpolicy.resolver.answers import DnsFailure
+from spfpolicy.service.policyservice import PolicyService
+from spfpolicy.wire.protocol import encode_reply
+from spfpolicy.wire.server import PolicyServer
 from tests.support.fakedns import FakeResolver
 from tests.support.socketfuzz import action_problem, converse, frame, parse_replies
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from spfpolicy.evaluator import Evaluation, SpfEvaluator
+from spfpolicy.evaluation.caches import ResultCache
+from spfpolicy.evaluation.evaluator import Evaluation, SpfEvaluator
 from spfpolicy.model import Identity, SpfResult
-from spfpolicy.resolver import CachingResolver, DnsFailure
-from spfpolicy.resultcache import ResultCache
+from spfpolicy.resolver.answers import DnsFailure
+from spfpolicy.resolver.cache import CachingResolver
 from tests.support.fakedns import FakeResolver
 
 FAR = float("inf")

@@ -1,4 +1,4 @@
-"""Tests for the threaded policy server (spfpolicy.server), over real loopback sockets."""
+"""Tests for the threaded policy server (spfpolicy.wire.server), over real loopback sockets."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from spfpolicy.model import Decision, Disposition, ListenAddress, PolicyRequest, SpfPolicyError
-from spfpolicy.server import PolicyServer
+from spfpolicy.wire.server import PolicyServer
 
 ERROR_ACTION = "DEFER_IF_PERMIT 4.7.24 Temporary SPF policy error"
 CLIENT_TIMEOUT = 3.0  # no test may hang on a server that fails to answer
@@ -312,7 +312,7 @@ def test_handler_exception_answers_error_action(
 ) -> None:
     server = make_server()
     client = connect(server.addresses[0])
-    with caplog.at_level(logging.ERROR, logger="spfpolicy.server"):
+    with caplog.at_level(logging.ERROR, logger="spfpolicy.wire.server"):
         assert exchange(client, rcpt("boom@fail.example")) == f"action={ERROR_ACTION}\n\n".encode()
     assert any(record.exc_info for record in caplog.records), "the traceback must be logged"
     assert exchange(client, rcpt("a@one.example")) == reply_for("a@one.example")

@@ -6,11 +6,11 @@ import logging
 
 import pytest
 
-from spfpolicy.config import Config, parse_config
-from spfpolicy.evaluator import SpfEvaluator
+from spfpolicy.config.settings import Config, parse_config
+from spfpolicy.decision.policy import INTERNAL_ERROR_DEFER, Receiver
+from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import Decision, Disposition, Identity, NullObserver, PolicyRequest, SpfResult
-from spfpolicy.policy import INTERNAL_ERROR_DEFER, Receiver
-from spfpolicy.service import PolicyService
+from spfpolicy.service.policyservice import PolicyService
 from tests.support.fakedns import FakeResolver
 
 ZONE = {
@@ -167,7 +167,7 @@ def test_a_crash_outside_evaluation_answers_on_internal_error(
     monkeypatch: pytest.MonkeyPatch, config: str, action: str, disposition: Disposition
 ) -> None:
     setup = Service(parse_config(config))
-    monkeypatch.setattr("spfpolicy.policy.decide", crash)
+    monkeypatch.setattr("spfpolicy.decision.policy.decide", crash)
     decision = setup.service.handle(REQUEST)
     assert (decision.action, decision.disposition) == (action, disposition)
     assert decision.internal_error
@@ -188,7 +188,7 @@ def test_an_internal_error_is_logged_at_error_level_with_the_request(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, on_internal_error: str
 ) -> None:
     setup = Service(parse_config(f'[policy]\non_internal_error = "{on_internal_error}"'))
-    monkeypatch.setattr("spfpolicy.policy.decide", crash)
+    monkeypatch.setattr("spfpolicy.decision.policy.decide", crash)
     with caplog.at_level(logging.INFO):
         decision = setup.service.handle(REQUEST)
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -230,7 +230,7 @@ def test_a_request_after_an_internal_error_is_decided_normally(
 ) -> None:
     setup = Service()
     with monkeypatch.context() as patched:
-        patched.setattr("spfpolicy.policy.decide", crash)
+        patched.setattr("spfpolicy.decision.policy.decide", crash)
         assert setup.service.handle(REQUEST).internal_error
     # The failed request left no memo behind: the same message is decided afresh.
     decision = setup.service.handle(REQUEST)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from spfpolicy import systemd
+from spfpolicy.ops import notify
+from spfpolicy.wire import activation
 from tests.conftest import require_tool
 
 UNITS = Path(__file__).parent.parent / "systemd"
@@ -89,7 +90,7 @@ def test_the_service_runs_as_its_own_user_and_reloads_with_sighup() -> None:
 def test_listen_sockets_ignores_what_is_not_for_us(environ: dict[str, str], count: int) -> None:
     env = {key: value.format(pid=os.getpid()) for key, value in environ.items()}
     env["LISTEN_FDNAMES"] = "policy"
-    assert len(systemd.listen_sockets(env)) == count
+    assert len(activation.listen_sockets(env)) == count
     assert env == {}  # never passed on to children
 
 
@@ -98,7 +99,7 @@ def test_notifier_sends_datagrams(tmp_path: Path) -> None:
         manager.bind(str(tmp_path / "notify"))
         manager.settimeout(5)
         env = {"NOTIFY_SOCKET": str(tmp_path / "notify")}
-        notifier = systemd.Notifier(env)
+        notifier = notify.Notifier(env)
         assert env == {}
         notifier.ready("listening on unix:/run/spfpolicy/policy.sock")
         notifier.reloading()
@@ -114,18 +115,18 @@ def test_notifier_reaches_an_abstract_socket() -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
         manager.bind("\0" + name)
         manager.settimeout(5)
-        systemd.Notifier({"NOTIFY_SOCKET": "@" + name}).stopping()
+        notify.Notifier({"NOTIFY_SOCKET": "@" + name}).stopping()
         assert manager.recv(100) == b"STOPPING=1"
 
 
 def test_a_vanished_manager_is_logged_not_raised(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    systemd.Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone")}).ready()
+    notify.Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone")}).ready()
     assert "cannot notify the service manager" in caplog.text
 
 
 def test_without_notify_socket_nothing_is_sent() -> None:
-    notifier = systemd.Notifier({})
+    notifier = notify.Notifier({})
     assert notifier.address == ""
     notifier.ready()  # must not raise

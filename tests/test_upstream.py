@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from spfpolicy.resolver import DnsAnswer, DnsError, DnsFailure, DnsRecord
-from spfpolicy.upstream import StubResolver
+from spfpolicy.resolver.answers import DnsAnswer, DnsError, DnsFailure, DnsRecord
+from spfpolicy.resolver.stub import StubResolver
 from tests.support.fixtures import running_dns_server
 
 ZONE = {

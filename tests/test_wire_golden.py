@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from spfpolicy.config import Config
-from spfpolicy.evaluator import SpfEvaluator
+from spfpolicy.config.settings import Config
+from spfpolicy.decision.policy import Receiver
+from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import ListenAddress
-from spfpolicy.policy import Receiver
-from spfpolicy.resolver import DnsFailure
-from spfpolicy.server import PolicyServer
-from spfpolicy.service import PolicyService
+from spfpolicy.resolver.answers import DnsFailure
+from spfpolicy.service.policyservice import PolicyService
+from spfpolicy.wire.server import PolicyServer
 from tests.support.fakedns import FakeResolver
 
 WIRE = Path(__file__).with_name("wire")

@@ -13,11 +13,12 @@ import random
 from pathlib import Path
 
 from spfpolicy import cli
-from spfpolicy.config import Config
-from spfpolicy.evaluator import IncludeKey, IncludeResult, include_key
+from spfpolicy.config.settings import Config
+from spfpolicy.evaluation.caches import ExpiringCache, ResultCache
+from spfpolicy.evaluation.evaluator import IncludeKey, IncludeResult, include_key
 from spfpolicy.model import Identity, SpfOutcome, SpfResult
-from spfpolicy.resolver import CacheLimits, CachingResolver, DnsAnswer, DnsRecord
-from spfpolicy.resultcache import ExpiringCache, ResultCache
+from spfpolicy.resolver.answers import DnsAnswer, DnsRecord
+from spfpolicy.resolver.cache import CacheLimits, CachingResolver
 
 FAR = float("inf")
 

@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from spfpolicy import policy, protocol
 from spfpolicy.cli import build_service
-from spfpolicy.config import parse_config
-from spfpolicy.decisionlog import log_decision
-from spfpolicy.logs import configure_logging
+from spfpolicy.config.settings import parse_config
+from spfpolicy.decision import policy
 from spfpolicy.model import Identity, PolicyRequest
+from spfpolicy.ops.logs import configure_logging
+from spfpolicy.service.decisionlog import log_decision
+from spfpolicy.wire import protocol
 from tests.bench.traffic import encode_all, generate_messages
 from tests.bench.world import build_world
 from tests.support.fixtures import running_dns_server

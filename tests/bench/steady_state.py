@@ -17,12 +17,12 @@ import io
 import logging
 import time
 
-from spfpolicy import protocol
 from spfpolicy.cli import build_service
-from spfpolicy.config import parse_config
-from spfpolicy.logs import configure_logging
-from spfpolicy.metrics import PrometheusObserver
-from spfpolicy.service import PolicyService
+from spfpolicy.config.settings import parse_config
+from spfpolicy.ops.logs import configure_logging
+from spfpolicy.ops.metrics import PrometheusObserver
+from spfpolicy.service.policyservice import PolicyService
+from spfpolicy.wire import protocol
 from tests.bench.traffic import encode_all, generate_messages
 from tests.bench.world import World, build_world
 from tests.support.fixtures import running_dns_server

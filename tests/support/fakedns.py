@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 
-from spfpolicy.resolver import DnsAnswer, DnsError, DnsFailure, DnsRecord, RecordValue
+from spfpolicy.resolver.answers import DnsAnswer, DnsError, DnsFailure, DnsRecord, RecordValue
 
 
 def _value(rdtype: str, text: str) -> RecordValue:

@@ -23,7 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from spfpolicy.model import PolicyRequest
-from spfpolicy.protocol import ProtocolError, read_request
+from spfpolicy.wire.protocol import ProtocolError, read_request
 
 # The daemon's DNS world (tests/support/zones.py format). The IDN domain exists only in its
 # A-label form, as it must be published (RFC 7208 §4.3).

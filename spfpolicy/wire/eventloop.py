@@ -2,8 +2,8 @@
 
 One thread reads, frames and answers requests on all connections (selectors, non-blocking
 sockets). A request whose answer the cached handler already knows is answered right there; any
-other runs on a worker (spfpolicy.workers), so a request waiting for DNS holds up no one. Idle
-connections cost a socket, not a thread. spfpolicy.server owns the sockets' life around it.
+other runs on a worker (spfpolicy.wire.workers), so a request waiting for DNS holds up no one. Idle
+connections cost a socket, not a thread. spfpolicy.wire.server owns the sockets' life around it.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from spfpolicy import protocol
 from spfpolicy.model import Decision, ListenAddress, Observer, PolicyRequest
-from spfpolicy.workers import WorkerPool
+from spfpolicy.wire import protocol
+from spfpolicy.wire.workers import WorkerPool
 
-logger = logging.getLogger("spfpolicy.server")
+logger = logging.getLogger("spfpolicy.wire.server")
 
 Handler = Callable[[PolicyRequest], Decision]
 # Answers from what is already known without waiting for anything, or None: ask Handler.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass, field
 
-from spfpolicy.resolver import DnsAnswer
+from spfpolicy.resolver.answers import DnsAnswer
 
 # RFC 7208 §7.3: %{t} expands to the current time, so a record using it can give a different
 # result at any moment; macro letters are case-insensitive (upper case means URL-escaped).

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import string
 
-from spfpolicy.config import HeadersConfig, HeaderType
-from spfpolicy.migratetoml import Outcome, Setting, refusal
-from spfpolicy.policydspf import DEFAULT_REASON, PolicydSpfFile
+from spfpolicy.config.settings import HeadersConfig, HeaderType
+from spfpolicy.migrate.policydspf import DEFAULT_REASON, PolicydSpfFile
+from spfpolicy.migrate.tomlwriter import Outcome, Setting, refusal
 
 # Reason_Message's placeholders (spf-engine's _rejectmessage) and what stands for them.
 REASON_FIELDS = ("rejectdefer", "spf", "url")

@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from spfpolicy.config import ActionTable, LogConfig, LogLevel, SpfConfig
-from spfpolicy.migratetoml import Outcome, Setting
+from spfpolicy.config.settings import ActionTable, LogConfig, LogLevel, SpfConfig
+from spfpolicy.migrate.policydspf import PolicydSpfFile, is_true
+from spfpolicy.migrate.tomlwriter import Outcome, Setting
 from spfpolicy.model import SpfResult, Verdict
-from spfpolicy.policydspf import PolicydSpfFile, is_true
 
 # The HELO_reject / Mail_From_reject values that reject, and the results they reject.
 REJECTED = {

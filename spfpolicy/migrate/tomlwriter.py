@@ -9,7 +9,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 
-from spfpolicy.config import ConfigError, parse_config
+from spfpolicy.config.settings import ConfigError, parse_config
 
 TomlValue = str | bool | int | float | tuple[str, ...]
 

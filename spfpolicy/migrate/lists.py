@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 
-from spfpolicy.config import SkipConfig
-from spfpolicy.migrateoptions import verdicts
-from spfpolicy.migratetoml import Outcome, Setting, refusal
+from spfpolicy.config.settings import SkipConfig
+from spfpolicy.migrate.options import verdicts
+from spfpolicy.migrate.policydspf import PolicydSpfFile, items
+from spfpolicy.migrate.tomlwriter import Outcome, Setting, refusal
 from spfpolicy.model import SpfResult, Verdict
-from spfpolicy.policydspf import PolicydSpfFile, items
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

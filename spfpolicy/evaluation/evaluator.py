@@ -22,11 +22,11 @@ from typing import Any
 import spf
 
 from spfpolicy import cacheonly
-from spfpolicy.domains import a_label, a_label_mailbox, domain_text
-from spfpolicy.lookuptrace import LookupTrace
+from spfpolicy.evaluation.caches import ExpiringCache, ResultCache
+from spfpolicy.evaluation.domains import a_label, a_label_mailbox, domain_text
+from spfpolicy.evaluation.trace import LookupTrace
 from spfpolicy.model import Identity, NullObserver, Observer, SpfOutcome, SpfResult
-from spfpolicy.resolver import DnsError, DnsRecord, Resolver
-from spfpolicy.resultcache import ExpiringCache, ResultCache
+from spfpolicy.resolver.answers import DnsError, DnsRecord, Resolver
 
 log = logging.getLogger(__name__)
 

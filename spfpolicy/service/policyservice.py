@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 
 from cachetools import LRUCache
 
-from spfpolicy import cacheonly, policy
-from spfpolicy.allowlist import AllowList
-from spfpolicy.config import Config, RecipientRule
-from spfpolicy.decisionlog import log_decision, log_internal_error
-from spfpolicy.domains import is_checkable_helo
-from spfpolicy.evaluator import Evaluation, SpfEvaluator
-from spfpolicy.lookuptrace import LookupTrace
+from spfpolicy import cacheonly
+from spfpolicy.config.settings import Config, RecipientRule
+from spfpolicy.decision import policy
+from spfpolicy.decision.policy import Receiver
+from spfpolicy.evaluation.domains import is_checkable_helo
+from spfpolicy.evaluation.evaluator import Evaluation, SpfEvaluator
+from spfpolicy.evaluation.trace import LookupTrace
 from spfpolicy.model import (
     Decision,
     Identity,
@@ -31,8 +31,9 @@ from spfpolicy.model import (
     SpfOutcome,
     SpfResult,
 )
-from spfpolicy.policy import Receiver
-from spfpolicy.resolver import CachingResolver
+from spfpolicy.resolver.cache import CachingResolver
+from spfpolicy.service.allowlist import AllowList
+from spfpolicy.service.decisionlog import log_decision, log_internal_error
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import TextIO
 
-from spfpolicy.config import LogFormat, LogLevel
+from spfpolicy.config.settings import LogFormat, LogLevel
 
 TEXT_FORMAT = "%(levelname)s %(name)s: %(message)s"  # journald adds time and host itself
 FLUSH_WAIT = 2.0  # seconds flush() waits for the writer before an exit

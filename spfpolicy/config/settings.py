@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from spfpolicy.configschema import ConfigError, build, schema_keys
+from spfpolicy.config.schema import ConfigError, build, schema_keys
 from spfpolicy.model import ListenAddress, SpfResult, Verdict
 
 __all__ = ["Config", "ConfigError", "config_keys", "load_config", "parse_config"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from spfpolicy import migratelists, migrateoptions, migratereplies, policydspf
-from spfpolicy.migratetoml import Outcome, comment, tables
-from spfpolicy.policydspf import Line, PolicydSpfFile
+from spfpolicy.migrate import lists, options, policydspf, replies
+from spfpolicy.migrate.policydspf import Line, PolicydSpfFile
+from spfpolicy.migrate.tomlwriter import Outcome, comment, tables
 
 _NOT_A_MILTER = "spfpolicy is a Postfix policy service, not a milter"
 # The options pyspf-milter reads from the same file; policyd-spf reads them and does nothing.
@@ -132,17 +132,17 @@ def map_mock(file: PolicydSpfFile) -> Outcome:
 
 
 MAPPERS: tuple[Mapper, ...] = (
-    migrateoptions.map_log,
-    migrateoptions.map_test_mode,
-    migrateoptions.map_actions,
-    migratereplies.map_pass_restriction,
-    migrateoptions.map_no_mail,
-    migratelists.map_networks,
-    migratelists.map_domains,
-    migratereplies.map_headers,
-    migrateoptions.map_timing,
-    migratereplies.map_reason,
-    migratereplies.map_status_codes,
+    options.map_log,
+    options.map_test_mode,
+    options.map_actions,
+    replies.map_pass_restriction,
+    options.map_no_mail,
+    lists.map_networks,
+    lists.map_domains,
+    replies.map_headers,
+    options.map_timing,
+    replies.map_reason,
+    replies.map_status_codes,
     map_not_migrated,
     map_mock,
 )

@@ -10,11 +10,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from spfpolicy.config import AllowConfig
-from spfpolicy.domains import a_label
-from spfpolicy.evaluator import SpfEvaluator
+from spfpolicy.config.settings import AllowConfig
+from spfpolicy.evaluation.domains import a_label
+from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import Identity, SpfResult
-from spfpolicy.resolver import DnsError, Resolver
+from spfpolicy.resolver.answers import DnsError, Resolver
 
 log = logging.getLogger(__name__)
 

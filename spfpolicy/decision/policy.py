@@ -10,8 +10,13 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from spfpolicy.config import Config, HeaderType, InternalErrorAction, RecipientRule
-from spfpolicy.headers import authentication_results, received_spf
+from spfpolicy.config.settings import (
+    Config,
+    HeaderType,
+    InternalErrorAction,
+    RecipientRule,
+)
+from spfpolicy.decision.headers import authentication_results, received_spf
 from spfpolicy.model import (
     Decision,
     Disposition,

@@ -1,7 +1,7 @@
-"""systemd integration without a dependency: socket activation and sd_notify(3) messages.
+"""sd_notify(3) without a dependency: readiness, reloads and stopping told to systemd.
 
-Both follow the documented environment protocols (sd_listen_fds(3), sd_notify(3)), so the daemon
-also runs unchanged outside systemd, where neither variable is set.
+It follows the documented environment protocol, so the daemon also runs unchanged outside
+systemd, where NOTIFY_SOCKET is not set.
 """
 
 from __future__ import annotations
@@ -13,27 +13,6 @@ import time
 from collections.abc import MutableMapping
 
 log = logging.getLogger(__name__)
-
-SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): passed sockets start at file descriptor 3
-_ACTIVATION_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
-
-
-def listen_sockets(environ: MutableMapping[str, str] | None = None) -> list[socket.socket]:
-    """The listening sockets systemd passed to this process (none when not socket-activated).
-
-    The variables are removed afterwards so that no child process believes they are its own.
-    """
-    environ = os.environ if environ is None else environ
-    pid, count = environ.get("LISTEN_PID", ""), environ.get("LISTEN_FDS", "")
-    for name in _ACTIVATION_VARIABLES:
-        environ.pop(name, None)
-    if pid != str(os.getpid()) or not count.isdigit():
-        return []
-    sockets = []
-    for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count)):
-        os.set_inheritable(fd, False)
-        sockets.append(socket.socket(fileno=fd))  # family and type are read from the fd
-    return sockets
 
 
 class Notifier:

@@ -23,7 +23,7 @@ import dns.rdatatype
 import dns.resolver
 
 from spfpolicy.model import NullObserver, Observer
-from spfpolicy.resolver import DnsAnswer, DnsError, DnsFailure, DnsRecord, RecordValue
+from spfpolicy.resolver.answers import DnsAnswer, DnsError, DnsFailure, DnsRecord, RecordValue
 
 log = logging.getLogger(__name__)
 

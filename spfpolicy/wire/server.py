@@ -1,7 +1,7 @@
 """The policy server: its listening sockets, its event loop's thread, graceful shutdown.
 
-The serving itself is spfpolicy.eventloop: one I/O thread for every connection, worker threads
-for requests that wait on DNS. It speaks the wire protocol through spfpolicy.protocol and knows
+The serving itself is spfpolicy.wire.eventloop: one I/O thread for every connection, worker threads
+for requests that wait on DNS. It speaks the wire protocol through spfpolicy.wire.protocol and knows
 nothing of SPF or DNS: every request goes to callables PolicyRequest -> Decision, which
 set_handler() can swap on reload.
 """
@@ -14,9 +14,9 @@ import threading
 import time
 from collections.abc import Sequence
 
-from spfpolicy import listeners
-from spfpolicy.eventloop import CachedHandler, EventLoop, Handler, Handlers, Listener
 from spfpolicy.model import ListenAddress, ListenKind, NullObserver, Observer, SpfPolicyError
+from spfpolicy.wire import listeners
+from spfpolicy.wire.eventloop import CachedHandler, EventLoop, Handler, Handlers, Listener
 
 logger = logging.getLogger(__name__)
 

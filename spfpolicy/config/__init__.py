@@ -1,0 +1,1 @@
+"""The configuration: TOML (tomllib) to frozen, validated dataclasses, and ConfigError."""

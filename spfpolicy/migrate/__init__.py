@@ -1,0 +1,1 @@
+"""policyd-spf.conf to spfpolicy TOML; imported only by its command, lazily."""

@@ -1,0 +1,1 @@
+"""Operating the daemon: metrics and their exporter, log set-up, systemd notifications."""

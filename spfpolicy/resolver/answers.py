@@ -1,0 +1,66 @@
+"""DNS answers as SPF needs them: records, answers, the closed set of errors, the Resolver seam.
+
+The evaluator asks one question at a time (name, type) with a deadline and gets back the answer
+section's records, CNAMEs included, so that pyspf follows CNAME chains itself and detects loops.
+NXDOMAIN and NODATA are empty answers, not errors; only timeouts and server failures raise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from spfpolicy.model import SpfPolicyError
+
+# What a record's value is, in the shapes pyspf works with:
+# A/AAAA/PTR/CNAME -> text, MX -> (preference, exchange), TXT -> its character-strings.
+RecordValue = str | tuple[int, str] | tuple[bytes, ...]
+
+
+class DnsFailure(StrEnum):
+    """Why a DNS question got no usable answer (the closed set of DNS errors)."""
+
+    TIMEOUT = "timeout"  # no reply in time, or the request's time budget ran out
+    SERVFAIL = "servfail"  # the server answered SERVFAIL, REFUSED or another error code
+    ERROR = "error"  # the reply could not be used (malformed, wrong question)
+
+
+class DnsError(SpfPolicyError):
+    """A DNS question failed; SPF turns this into temperror (RFC 7208 §5).
+
+    cacheable is False when the failure says nothing about the name: the asking request had
+    simply used up its own time budget.
+    """
+
+    def __init__(self, failure: DnsFailure, message: str, *, cacheable: bool = True) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.cacheable = cacheable
+
+
+@dataclass(frozen=True, slots=True)
+class DnsRecord:
+    """One resource record of an answer section."""
+
+    name: str  # owner name, lower case, without the trailing dot
+    rdtype: str  # "A", "AAAA", "MX", "PTR", "TXT", "CNAME"
+    value: RecordValue
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnswer:
+    """The answer to one question: records (empty for NXDOMAIN/NODATA) and their lifetime."""
+
+    records: tuple[DnsRecord, ...]
+    ttl: float  # seconds the answer may be reused: record TTL, or SOA minimum when negative
+    rcode: str = "NOERROR"  # "NOERROR" or "NXDOMAIN"
+    expires: float = 0.0  # clock time after which it must not be reused (0: now)
+    from_cache: bool = False
+
+
+class Resolver(Protocol):
+    """Answers one DNS question before a deadline (a time.monotonic() value)."""
+
+    def query(self, name: str, rdtype: str, deadline: float) -> DnsAnswer:
+        """Resolve name/rdtype; raise DnsError on timeout or server failure."""

@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from spfpolicy import __version__
-from spfpolicy.config.settings import Config, ConfigError, load_config
+from spfpolicy.config.settings import Config, load_config
 from spfpolicy.daemon import Daemon
-from spfpolicy.decision.policy import Receiver
+from spfpolicy.decision.actions import Receiver
 from spfpolicy.evaluation.caches import ExpiringCache, ResultCache
-from spfpolicy.evaluation.evaluator import IncludeKey, IncludeResult, SpfEvaluator
-from spfpolicy.migrate.translate import migrate
-from spfpolicy.model import ListenAddress, PolicyRequest, SpfPolicyError
+from spfpolicy.evaluation.evaluator import SpfEvaluator
+from spfpolicy.evaluation.query import IncludeKey, IncludeResult
+from spfpolicy.model import ListenAddress, NullObserver, PolicyRequest, SpfPolicyError
 from spfpolicy.ops import notify
 from spfpolicy.ops.logs import configure_logging
 from spfpolicy.ops.metrics import MetricsExporter, PrometheusObserver
@@ -42,10 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     try:
         code: int = arguments.run(arguments)
-    except ConfigError as error:
-        print(f"spfpolicy: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    except SpfPolicyError as error:
+    except SpfPolicyError as error:  # ConfigError among them: the message names file and key
         print(f"spfpolicy: {error}", file=sys.stderr)
         return EXIT_FAILURE
     return code
@@ -96,10 +93,13 @@ def build_service(
     config: Config,
     observer: PrometheusObserver | None = None,
     resolver: Resolver | None = None,
+    *,
+    receiver: Receiver | None = None,
 ) -> PolicyService:
     """Wire resolver, evaluator and service for one configuration, reporting to observer.
 
     A reload whose [dns] is unchanged passes the running resolver, so its cache survives.
+    receiver defaults to this host's name.
     """
     if resolver is None:
         resolver = build_resolver(config, observer)
@@ -111,7 +111,7 @@ def build_service(
         if config.spf.result_cache
         else None
     )
-    receiver = _receiver(config)
+    receiver = receiver or _receiver(config)
     evaluator = SpfEvaluator(
         resolver,
         receiver=receiver.hostname,
@@ -125,10 +125,13 @@ def build_service(
     return PolicyService(config, evaluator, receiver, allow=allow, observer=observer)
 
 
-def build_resolver(config: Config, observer: PrometheusObserver | None = None) -> Resolver:
-    """The upstream stub resolver, behind the shared cache unless its size is 0."""
+def build_resolver(
+    config: Config, observer: PrometheusObserver | None = None, upstream: Resolver | None = None
+) -> Resolver:
+    """The upstream resolver (the stub resolver of [dns] unless one is given), behind the
+    shared cache unless its size is 0."""
     dns = config.dns
-    resolver: Resolver = StubResolver(
+    resolver: Resolver = upstream or StubResolver(
         dns.nameservers, port=dns.port, query_timeout=dns.query_timeout, observer=observer
     )
     if not dns.cache_size:
@@ -138,6 +141,30 @@ def build_resolver(config: Config, observer: PrometheusObserver | None = None) -
     if observer is not None:
         observer.track_dns_cache(cache.__len__)
     return cache
+
+
+def build_server(
+    config: Config,
+    service: PolicyService,
+    observer: PrometheusObserver | None = None,
+    listen: Sequence[ListenAddress] | None = None,
+    inherited: Sequence[socket.socket] = (),
+) -> PolicyServer:
+    """The policy server for a service: begin() on its I/O thread, complete() on its workers.
+
+    listen defaults to [server] listen; inherited are sockets systemd passed.
+    """
+    return PolicyServer(
+        config.server.listen if listen is None else listen,
+        service.begin,
+        complete=service.complete,
+        max_connections=config.server.max_connections,
+        idle_timeout=config.server.idle_timeout,
+        unix_mode=config.server.unix_mode_bits,
+        error_action=service.error_decision().action,
+        observer=observer or NullObserver(),
+        inherited_sockets=inherited,
+    )
 
 
 def _configure_logging(config: Config, *, background: bool = False) -> None:
@@ -155,6 +182,9 @@ def _migrate_policyd_spf(arguments: argparse.Namespace) -> int:
         text = Path(arguments.file).read_bytes().decode("utf-8", errors="replace")
     except OSError as error:
         raise SpfPolicyError(f"{arguments.file}: cannot read the file: {error.strerror}") from error
+    # Imported here: the migration tool is needed by this command alone, never by the daemon.
+    from spfpolicy.migrate.translate import migrate  # noqa: PLC0415
+
     sys.stdout.write(migrate(text, arguments.file))
     return EXIT_OK
 
@@ -193,10 +223,7 @@ def _check(arguments: argparse.Namespace) -> int:
             print(f"  dns: {name} {rdtype} -> {result}")
         for domain, result in evaluation.trace.reused_includes:
             print(f"  include:{domain} -> {result} (from the result cache)")
-    header = (
-        decision.action.removeprefix("PREPEND ") if decision.action.startswith("PREPEND ") else ""
-    )
-    print(f"header: {header or '(none)'}")
+    print(f"header: {decision.header or '(none)'}")
     print(f"action={decision.action}")
     return EXIT_OK
 
@@ -215,17 +242,7 @@ def _serve(arguments: argparse.Namespace) -> int:
         raise SpfPolicyError(
             "nothing to listen on: [server] listen is empty and systemd passed no socket"
         )
-    server = PolicyServer(
-        listen,
-        service.handle,
-        cached_handler=service.handle_cached,
-        max_connections=config.server.max_connections,
-        idle_timeout=config.server.idle_timeout,
-        unix_mode=config.server.unix_mode_bits,
-        error_action=service.error_decision().action,
-        observer=observer,
-        inherited_sockets=inherited,
-    )
+    server = build_server(config, service, observer, listen, inherited)
     server.start()
     notifier = notify.Notifier()
     daemon = Daemon(

@@ -98,9 +98,7 @@ class Daemon:
         resolver = self.service.evaluator.resolver if config.dns == self.config.dns else None
         service = self.build(config, resolver)
         self.service = service
-        self.server.set_handler(
-            service.handle, service.error_decision().action, service.handle_cached
-        )
+        self.server.set_handlers(service.begin, service.complete, service.error_decision().action)
         self.config = config
         self.observer.config_reloaded(success=True)
         log.info("configuration reloaded in %.0f ms", (time.monotonic() - started) * 1000)

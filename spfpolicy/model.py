@@ -101,27 +101,9 @@ class ListenAddress:
 # domain named "<>".
 NULL_REVERSE_PATH = "<>"
 
-# Postfix policy delegation attribute names that we read (postconf(5), SMTPD_POLICY_README).
-REQUEST_ATTRIBUTES = (
-    "request",
-    "protocol_state",
-    "protocol_name",
-    "client_address",
-    "client_name",
-    "reverse_client_name",
-    "helo_name",
-    "sender",
-    "recipient",
-    "instance",
-    "queue_id",
-    "sasl_method",
-    "sasl_username",
-    "sasl_sender",
-    "policy_context",
-    "server_address",
-    "server_port",
-    "client_port",
-    "stress",
+# The protocol_state values Postfix sends (SMTPD_POLICY_README).
+PROTOCOL_STATES = frozenset(
+    {"CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "VRFY", "ETRN"}
 )
 
 
@@ -155,7 +137,7 @@ class PolicyRequest:
 
         A sender of "<>" is the null sender, which Postfix itself sends as "sender=".
         """
-        values = {name: attributes[name] for name in REQUEST_ATTRIBUTES if name in attributes}
+        values = {name: attributes[name] for name in _ATTRIBUTES if name in attributes}
         if values.get("sender") == NULL_REVERSE_PATH:
             values["sender"] = ""
         return cls(**values)
@@ -163,6 +145,10 @@ class PolicyRequest:
     def replace(self, **changes: str) -> PolicyRequest:
         """Return a copy with some attributes changed."""
         return dataclasses.replace(self, **changes)
+
+
+# The attributes PolicyRequest reads (postconf(5), SMTPD_POLICY_README): its own fields.
+_ATTRIBUTES = tuple(field.name for field in dataclasses.fields(PolicyRequest))
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +170,7 @@ class Decision:
     """The answer to one request and everything needed to log and count it."""
 
     disposition: Disposition
-    action: str  # the access(5) action text Postfix receives after "action="
+    answer: str  # the access(5) action when no header is prepended: DUNNO, a reject, a class
     outcomes: tuple[SpfOutcome, ...] = ()
     skip_reason: str = ""  # why no SPF check ran, when disposition is SKIP
     would_have: Verdict | None = None  # for WARN: what enforcement would have done
@@ -192,6 +178,12 @@ class Decision:
     dns_lookups: int = 0  # DNS answers the evaluations used
     cache_hits: int = 0  # of which from the DNS cache, plus results from the result cache
     internal_error: bool = False  # deciding raised: the answer is [policy] on_internal_error
+    header: str = ""  # the trace header to prepend instead of answer ("Received-SPF: ...")
+
+    @property
+    def action(self) -> str:
+        """The access(5) action text Postfix receives after "action="."""
+        return f"PREPEND {self.header}" if self.header else self.answer
 
 
 class Observer(Protocol):

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import time
 
+from spfpolicy.decision.deciding import is_checkable_helo
 from spfpolicy.evaluation.caches import ExpiringCache, ResultCache
-from spfpolicy.evaluation.domains import is_checkable_helo
 from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import Identity
 from spfpolicy.resolver.cache import CachingResolver
 from spfpolicy.resolver.stub import StubResolver
-from tests.bench.traffic import generate_messages
-from tests.bench.world import build_world
 from tests.support.fixtures import running_dns_server
+from tests.support.traffic import generate_messages
+from tests.support.world import build_world
 
 DOMAINS = 300
 MESSAGES = 1200

@@ -89,10 +89,11 @@ def test_json_line(stream: io.StringIO) -> None:
     configure(stream, LogFormat.JSON)
     warn = Decision(
         Disposition.WARN,
-        "PREPEND Received-SPF: fail (x) y=z",
+        "DUNNO",
         REJECT.outcomes,
         would_have=Verdict.REJECT,
         reused=True,
+        header="Received-SPF: fail (x) y=z",
     )
     log_decision(REQUEST, warn, 0.002)
     (line,) = stream.getvalue().splitlines()

@@ -19,7 +19,7 @@ from typing import Protocol
 import pytest
 
 from spfpolicy.config.settings import Config, parse_config
-from spfpolicy.decision.policy import Receiver
+from spfpolicy.decision.actions import Receiver
 from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import Decision, PolicyRequest, SpfResult
 from spfpolicy.resolver.answers import DnsAnswer, DnsError, DnsFailure
@@ -29,6 +29,7 @@ from spfpolicy.service.policyservice import PolicyService
 from tests.support.dnsreplies import Transport
 from tests.support.faultydns import Fault, FaultyDnsServer, Rule
 from tests.support.fixtures import ask, connect_unix, running_policy_daemon
+from tests.support.phases import handle
 
 BUDGET = 2.0  # [spf] time_budget of every configuration here
 MARGIN = 1.0  # what a loaded machine may add to the budget: past it, something held on
@@ -126,7 +127,7 @@ class Stack:
             instance=f"fault.{next(_instances)}",
         )
         started = time.monotonic()
-        decision = self.service.handle(request)
+        decision = handle(self.service, request)
         return decision, time.monotonic() - started
 
     def lookup(self, name: str) -> DnsAnswer:

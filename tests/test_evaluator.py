@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from spfpolicy.evaluation.domains import is_checkable_helo
+from spfpolicy.decision.deciding import is_checkable_helo
 from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import Identity, SpfResult
 from spfpolicy.resolver.answers import DnsFailure

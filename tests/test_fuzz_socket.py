@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spfpolicy.config.settings import Config
-from spfpolicy.decision.policy import Receiver
+from spfpolicy.decision.actions import Receiver
 from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import ListenAddress
 from spfpolicy.resolver.cache import CachingResolver
@@ -152,8 +152,8 @@ def in_process_server() -> Iterator[Target]:
     service = PolicyService(Config(), evaluator, receiver)
     server = PolicyServer(
         [ListenAddress.parse("inet:127.0.0.1:0")],
-        service.handle,
-        cached_handler=service.handle_cached,  # as the daemon runs it (cli._serve)
+        service.begin,
+        complete=service.complete,  # as the daemon runs it (cli._serve)
         error_action=service.error_decision().action,
     )
     server.start()

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from spfpolicy.config.settings import AllowConfig, Config
-from spfpolicy.decision.policy import Receiver
+from spfpolicy.decision.actions import Receiver
 from spfpolicy.evaluation.domains import a_label
 from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import Identity, PolicyRequest, SpfResult
@@ -24,6 +24,7 @@ from spfpolicy.service.allowlist import AllowList
 from spfpolicy.service.policyservice import PolicyService
 from spfpolicy.wire.protocol import encode_reply
 from tests.support.fakedns import FakeResolver
+from tests.support.phases import handle
 
 # Published, as RFC 7208 §4.3 requires, under A-labels only.
 ZONE = {
@@ -107,10 +108,10 @@ def test_idn_fail_is_rejected_and_the_header_names_the_a_label() -> None:
         sender="user@bücher.example",
     )
     policy = service()
-    accepted = policy.handle(request).action
+    accepted = handle(policy, request).action
     assert accepted.startswith("PREPEND Received-SPF: pass ")
     assert 'envelope-from="user@xn--bcher-kva.example"' in accepted
-    rejected = policy.handle(request.replace(client_address="198.51.100.1")).action
+    rejected = handle(policy, request.replace(client_address="198.51.100.1")).action
     assert rejected.startswith("550 5.7.23 ")
     assert encode_reply(rejected).isascii()
 
@@ -129,7 +130,7 @@ def test_angle_brackets_are_the_null_sender(sender: str) -> None:
         }
     )
     assert request.sender == ""
-    decision = service().handle(request)
+    decision = handle(service(), request)
     assert [outcome.identity for outcome in decision.outcomes] == [Identity.HELO]
     assert decision.action.startswith("550 5.7.23 SPF helo check failed")
 

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from spfpolicy.config.settings import Config, parse_config
-from spfpolicy.decision.policy import INTERNAL_ERROR_DEFER, Receiver
+from spfpolicy.decision.actions import INTERNAL_ERROR_DEFER, Receiver
 from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import Decision, ListenAddress
 from spfpolicy.ops.metrics import PrometheusObserver
@@ -41,7 +41,7 @@ class BuggyResolver(FakeResolver):
 
 
 class RaisingObserver(PrometheusObserver):
-    """Counts like the real one, then fails in decision_made: handle() itself raises."""
+    """Counts like the real one, then fails in decision_made: the phases themselves raise."""
 
     def decision_made(self, decision: Decision, duration: float) -> None:
         """Count, then raise."""
@@ -67,7 +67,8 @@ def serve(config: Config, observer: PrometheusObserver) -> PolicyServer:
     service = PolicyService(config, evaluator, receiver, allow=allow, observer=observer)
     server = PolicyServer(
         [ListenAddress.parse("inet:127.0.0.1:0")],
-        service.handle,
+        service.begin,
+        complete=service.complete,
         error_action=service.error_decision().action,
         observer=observer,
     )

@@ -278,24 +278,28 @@ DISTRIBUTION_PACKAGES = {
 }
 
 
-def _requirements() -> list[tuple[str, str]]:
-    """pyproject.toml's runtime dependencies as (distribution, lower bound)."""
+def _requirements() -> list[tuple[str, str, str]]:
+    """pyproject.toml's runtime dependencies as (distribution, lower bound, upper bound or "")."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pairs = [
-        re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", item) for item in project["dependencies"]
+        re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)(?:,<([0-9.]+))?", item)
+        for item in project["dependencies"]
     ]
-    assert all(pairs), f"write each dependency as name>=version: {project['dependencies']}"
-    return [(pair[1], pair[2]) for pair in pairs if pair]
+    assert all(pairs), f"write each dependency as name>=version[,<version]: {project}"
+    return [(pair[1], pair[2], pair[3] or "") for pair in pairs if pair]
 
 
 def test_the_packages_depend_on_what_pyproject_requires() -> None:
     control = (PACKAGING / "debian" / "control").read_text()
     spec = (PACKAGING / "rpm" / "spfpolicy.spec").read_text()
-    for distribution, lower in _requirements():
+    for distribution, lower, upper in _requirements():
         assert distribution in DISTRIBUTION_PACKAGES, f"name {distribution}'s packages here"
         debian, fedora = DISTRIBUTION_PACKAGES[distribution]
         assert f" {debian} (>= {lower})," in control, f"debian/control: Depends {debian}"
         assert re.search(rf"^Requires: +{fedora} >= {lower}$", spec, re.MULTILINE), fedora
+        if upper:
+            assert f" {debian} (<< {upper})," in control, f"debian/control: {debian} << {upper}"
+            assert re.search(rf"^Requires: +{fedora} < {upper}$", spec, re.MULTILINE), fedora
 
 
 def test_the_service_user_is_the_one_the_packages_create() -> None:

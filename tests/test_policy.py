@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from spfpolicy.config.settings import Config, parse_config
-from spfpolicy.decision import policy
-from spfpolicy.decision.policy import Receiver
+from spfpolicy.decision import actions, deciding, skips
+from spfpolicy.decision.actions import Receiver
 from spfpolicy.model import (
     Decision,
     Disposition,
@@ -16,6 +16,8 @@ from spfpolicy.model import (
     SpfResult,
     Verdict,
 )
+from tests.support.decisions import decide as decide_request
+from tests.support.decisions import skip_reason
 
 RECEIVER = Receiver(hostname="mx.receiver.example", authserv_id="mx.receiver.example")
 REQUEST = PolicyRequest(
@@ -79,7 +81,7 @@ def helo(result: SpfResult, **extra: str) -> SpfOutcome:
     ],
 )
 def test_skip_reason(changes: dict[str, str], config_text: str, reason: str) -> None:
-    assert policy.skip_reason(REQUEST.replace(**changes), parse_config(config_text)) == reason
+    assert skip_reason(REQUEST.replace(**changes), parse_config(config_text)) == reason
 
 
 @pytest.mark.parametrize(
@@ -98,7 +100,7 @@ def test_identities_to_check(
 ) -> None:
     config = parse_config(f"[spf]\ncheck_helo = {str(check_helo).lower()}")
     request = REQUEST.replace(sender=sender)
-    assert policy.identities_to_check(request, config, helo_checkable) == expected
+    assert deciding.identities_to_check(request, config, helo_checkable) == expected
 
 
 @pytest.mark.parametrize(
@@ -229,7 +231,7 @@ def test_identities_to_check(
 def test_decide(
     outcomes: list[SpfOutcome], config_text: str, disposition: Disposition, action_start: str
 ) -> None:
-    decision = policy.decide(REQUEST, outcomes, parse_config(config_text), RECEIVER)
+    decision = decide_request(REQUEST, outcomes, parse_config(config_text), RECEIVER)
     assert decision.disposition is disposition
     assert decision.action.startswith(action_start), decision.action
     assert decision.outcomes == tuple(outcomes)
@@ -237,14 +239,14 @@ def test_decide(
 
 
 def test_received_spf_names_the_identity_that_decided() -> None:
-    decision = policy.decide(REQUEST, [helo(SpfResult.PASS)], Config(), RECEIVER)
+    decision = decide_request(REQUEST, [helo(SpfResult.PASS)], Config(), RECEIVER)
     assert "identity=helo" in decision.action
     assert "receiver=mx.receiver.example" in decision.action
 
 
 def test_authentication_results_carries_both_identities() -> None:
     config = parse_config('[headers]\ntype="authentication-results"')
-    decision = policy.decide(
+    decision = decide_request(
         REQUEST, [helo(SpfResult.PASS), mailfrom(SpfResult.SOFTFAIL)], config, RECEIVER
     )
     assert "spf=softfail" in decision.action
@@ -254,14 +256,14 @@ def test_authentication_results_carries_both_identities() -> None:
 
 def test_warn_records_what_would_have_happened() -> None:
     config = parse_config('[actions.mailfrom]\nfail="warn"\ntemperror="warn"')
-    failed = policy.decide(REQUEST, [mailfrom(SpfResult.FAIL)], config, RECEIVER)
-    deferred = policy.decide(REQUEST, [mailfrom(SpfResult.TEMPERROR)], config, RECEIVER)
+    failed = decide_request(REQUEST, [mailfrom(SpfResult.FAIL)], config, RECEIVER)
+    deferred = decide_request(REQUEST, [mailfrom(SpfResult.TEMPERROR)], config, RECEIVER)
     assert (failed.would_have, deferred.would_have) == (Verdict.REJECT, Verdict.DEFER)
 
 
 def test_no_prepend_at_end_of_message() -> None:
     request = REQUEST.replace(protocol_state="END-OF-MESSAGE")
-    decision = policy.decide(request, [mailfrom(SpfResult.PASS)], Config(), RECEIVER)
+    decision = decide_request(request, [mailfrom(SpfResult.PASS)], Config(), RECEIVER)
     assert decision.action == "DUNNO"
 
 
@@ -306,29 +308,29 @@ def test_no_prepend_at_end_of_message() -> None:
     ],
 )
 def test_enforcing_action_text(outcome: SpfOutcome, verdict: Verdict, expected: str) -> None:
-    assert policy.enforcing_action(outcome, verdict, "192.0.2.1", Config()) == expected
+    assert actions.enforcing_action(outcome, verdict, "192.0.2.1", Config()) == expected
 
 
 def test_explanation_cannot_break_the_reply() -> None:
     outcome = mailfrom(SpfResult.FAIL, explanation="bad\r\naction=OK\x00 caf\u00e9" + "x" * 1000)
-    action = policy.enforcing_action(outcome, Verdict.REJECT, "192.0.2.1", Config())
+    action = actions.enforcing_action(outcome, Verdict.REJECT, "192.0.2.1", Config())
     assert action.isascii()
     assert action.isprintable()
-    assert len(action) <= policy.MAX_REPLY_TEXT + len("550 5.7.23 ")
+    assert len(action) <= actions.MAX_REPLY_TEXT + len("550 5.7.23 ")
 
 
 @pytest.mark.parametrize(
-    ("action", "reused_action"),
+    ("answer", "header", "reused_action"),
     [
-        ("PREPEND Received-SPF: pass (x) client-ip=192.0.2.1", "DUNNO"),
-        ("550 5.7.23 SPF mailfrom check failed", "550 5.7.23 SPF mailfrom check failed"),
-        ("DEFER_IF_PERMIT 4.7.24 later", "DEFER_IF_PERMIT 4.7.24 later"),
-        ("DUNNO", "DUNNO"),
+        ("DUNNO", "Received-SPF: pass (x) client-ip=192.0.2.1", "DUNNO"),
+        ("550 5.7.23 SPF mailfrom check failed", "", "550 5.7.23 SPF mailfrom check failed"),
+        ("DEFER_IF_PERMIT 4.7.24 later", "", "DEFER_IF_PERMIT 4.7.24 later"),
+        ("DUNNO", "", "DUNNO"),
     ],
 )
-def test_reuse_adds_no_second_header(action: str, reused_action: str) -> None:
-    first = Decision(Disposition.ACCEPT, action, (mailfrom(SpfResult.PASS),))
-    again = policy.reuse(first)
+def test_reuse_adds_no_second_header(answer: str, header: str, reused_action: str) -> None:
+    first = Decision(Disposition.ACCEPT, answer, (mailfrom(SpfResult.PASS),), header=header)
+    again = deciding.reuse(first)
     assert (again.action, again.reused, again.outcomes) == (reused_action, True, first.outcomes)
 
 
@@ -345,5 +347,5 @@ def test_reuse_adds_no_second_header(action: str, reused_action: str) -> None:
     ],
 )
 def test_client_ip(text: str, address: str | None) -> None:
-    result = policy.client_ip(text)
+    result = skips.client_ip(text)
     assert (str(result) if result is not None else None) == address

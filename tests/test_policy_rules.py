@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from spfpolicy.config.settings import ConfigError, parse_config
-from spfpolicy.decision import policy
-from spfpolicy.decision.policy import Receiver
+from spfpolicy.decision.actions import Receiver
 from spfpolicy.model import Disposition, Identity, PolicyRequest, SpfOutcome, SpfResult, Verdict
+from tests.support.decisions import decide as decide_request
+from tests.support.decisions import skip_reason
 
 RECEIVER = Receiver("mx.receiver.example", "mx.receiver.example")
 REQUEST = PolicyRequest(
@@ -28,7 +29,7 @@ def mailfrom(result: SpfResult, domain: str = "sender.example", **extra: object)
 def decide(config_text: str, *outcomes: SpfOutcome, recipient: str = "someone@receiver.example"):  # type: ignore[no-untyped-def]
     config = parse_config(config_text)
     request = REQUEST.replace(recipient=recipient)
-    return policy.decide(request, outcomes, config, RECEIVER, config.recipient_rule(recipient))
+    return decide_request(request, outcomes, config, RECEIVER, config.recipient_rule(recipient))
 
 
 @pytest.mark.parametrize(
@@ -67,7 +68,7 @@ def decide(config_text: str, *outcomes: SpfOutcome, recipient: str = "someone@re
     ],
 )
 def test_skips_without_dns(changes: dict[str, str], config_text: str, reason: str) -> None:
-    assert policy.skip_reason(REQUEST.replace(**changes), parse_config(config_text)) == reason
+    assert skip_reason(REQUEST.replace(**changes), parse_config(config_text)) == reason
 
 
 @pytest.mark.parametrize(

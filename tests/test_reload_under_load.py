@@ -204,7 +204,7 @@ PolicyService.__init__ = watched
 
 def report(reloaded):
     reloaded.wait(30)
-    time.sleep(0.5)  # set_handler() comes after the build
+    time.sleep(0.5)  # set_handlers() comes after the build
     gc.collect()
     print("ALIVE", [ref() is not None for ref in services], flush=True)
 

@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spfpolicy.config.settings import Config, HeaderType, parse_config
-from spfpolicy.decision import policy
-from spfpolicy.decision.policy import Receiver
+from spfpolicy.decision import actions
+from spfpolicy.decision.actions import Receiver
 from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import Decision, ListenAddress, PolicyRequest
 from spfpolicy.resolver.answers import DnsFailure
@@ -34,6 +34,7 @@ from spfpolicy.service.policyservice import PolicyService
 from spfpolicy.wire.protocol import encode_reply
 from spfpolicy.wire.server import PolicyServer
 from tests.support.fakedns import FakeResolver
+from tests.support.phases import handle
 from tests.support.socketfuzz import action_problem, converse, frame, parse_replies
 
 SERVICE_EXAMPLES = 1500
@@ -171,10 +172,10 @@ _AUTHENTICATION_RESULTS = re.compile(
     re.escape(f"Authentication-Results: {AUTHSERV_ID}; ")
     + r"(none|spf=(pass|fail|softfail|neutral|none|temperror|permerror)([ ;]|$))"
 )
-_REPLY_TEXT = re.compile(f"[ -~]{{0,{policy.MAX_REPLY_TEXT}}}")  # printable ASCII, bounded
+_REPLY_TEXT = re.compile(f"[ -~]{{0,{actions.MAX_REPLY_TEXT}}}")  # printable ASCII, bounded
 _ENFORCING = re.compile(
-    rf"(550 ({policy.SPF_FAIL_CODE}|{policy.SPF_ERROR_PERMANENT})"
-    rf"|DEFER_IF_PERMIT ({policy.SPF_ERROR_TEMPORARY}|{policy.NOT_AUTHORIZED_TEMPORARY})) "
+    rf"(550 ({actions.SPF_FAIL_CODE}|{actions.SPF_ERROR_PERMANENT})"
+    rf"|DEFER_IF_PERMIT ({actions.SPF_ERROR_TEMPORARY}|{actions.NOT_AUTHORIZED_TEMPORARY})) "
 )
 
 
@@ -183,7 +184,7 @@ def allowed_action_problem(action: str, config: Config, request: PolicyRequest) 
     problem = action_problem(action)
     if problem:
         return problem
-    if action in ("DUNNO", policy.INTERNAL_ERROR_DEFER, config.actions.pass_restriction):
+    if action in ("DUNNO", actions.INTERNAL_ERROR_DEFER, config.actions.pass_restriction):
         return None
     enforcing = _ENFORCING.match(action)
     if enforcing:
@@ -265,7 +266,7 @@ def test_service_replies_are_one_allowed_line(decision_log: _LogLines) -> None:
         decision_log.lines.clear()
         # A second recipient of the same message answers from the memo: that too is a reply.
         for each in (request, request.replace(recipient="second@receiver.example")):
-            decision: Decision = service.handle(each)
+            decision: Decision = handle(service, each)
             check_reply(encode_reply(decision.action), config, each)
         assert decision_log.lines, "no decision was logged"
         for line in decision_log.lines:
@@ -300,7 +301,7 @@ def test_a_hostile_explanation_is_one_ascii_reply(
         helo_name="[198.51.100.1]",
         sender=f"{local_part}@sender.example",
     )
-    reply = encode_reply(service.handle(request).action)
+    reply = encode_reply(handle(service, request).action)
     check_reply(reply, Config(), request)
     assert reply.startswith(b"action=550 5.7.23 SPF mailfrom check failed")
     assert expected.encode() in reply
@@ -332,13 +333,12 @@ def wire_server() -> Iterator[tuple[PolicyServer, list[PolicyService]]]:
     """The real PolicyServer on loopback; the service it asks can be swapped per example."""
     current = [build_service(Config(), _RECORDS[1], "bad %{l}")]
 
-    def handle(request: PolicyRequest) -> Decision:
-        return current[0].handle(request)
-
     server = PolicyServer(
         [ListenAddress.parse("inet:127.0.0.1:0")],
-        handle,
-        error_action=policy.INTERNAL_ERROR_DEFER,
+        # Late-bound: each example swaps the service the server asks.
+        lambda request: current[0].begin(request),  # noqa: PLW0108
+        complete=lambda pending: current[0].complete(pending),  # noqa: PLW0108
+        error_action=actions.INTERNAL_ERROR_DEFER,
     )
     server.start()
     yield server, current

@@ -147,24 +147,33 @@ def socket_dir() -> Iterator[str]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def leave_to_worker(request: PolicyRequest) -> PolicyRequest:
+    """A begin phase that decides nothing: the request itself is what complete() gets."""
+    return request
+
+
 @pytest.fixture
 def make_server() -> Iterator[MakeServer]:
     """Factory: make_server(listen=[...], handler=..., **options) builds and starts a server.
 
-    listen takes "inet:..."/"unix:..." strings; every server is shut down after the test, and the
-    test fails if any server thread outlives it.
+    handler decides on a worker (the complete phase); begin, if given, on the I/O thread, and by
+    default it leaves every request to handler. listen takes "inet:..."/"unix:..." strings;
+    every server is shut down after the test, and the test fails if any server thread outlives
+    it.
     """
     servers: list[PolicyServer] = []
 
     def make(
         listen: tuple[str, ...] = ("inet:127.0.0.1:0",),
         handler: Callable[[PolicyRequest], Decision] = echo_handler,
+        begin: Callable[[PolicyRequest], object] = leave_to_worker,
         **options: object,
     ) -> PolicyServer:
         options.setdefault("error_action", ERROR_ACTION)
         server = PolicyServer(
             [ListenAddress.parse(spec) for spec in listen],
-            handler,
+            begin,
+            complete=handler,
             **options,  # type: ignore[arg-type]
         )
         servers.append(server)
@@ -524,30 +533,31 @@ def test_serves_inherited_socket(make_server: MakeServer, connect: Connect) -> N
     assert inherited.fileno() == -1, "the server owns and closes inherited sockets"
 
 
-def test_set_handler_applies_to_next_request_on_open_connection(
+def test_set_handlers_applies_to_next_request_on_open_connection(
     make_server: MakeServer, connect: Connect
 ) -> None:
     server = make_server()
     client = connect(server.addresses[0])
     assert exchange(client, rcpt("a@one.example")) == reply_for("a@one.example")
-    server.set_handler(lambda _: Decision(Disposition.REJECT, "550 5.7.23 reloaded"))
+    server.set_handlers(lambda _: Decision(Disposition.REJECT, "550 5.7.23 reloaded"))
     assert exchange(client, rcpt("a@one.example")) == b"action=550 5.7.23 reloaded\n\n"
 
 
-def test_cached_handler_answers_on_the_event_loop(
+def test_begin_answers_on_the_event_loop_and_leaves_the_rest_to_a_worker(
     make_server: MakeServer, connect: Connect
 ) -> None:
     answered_on: list[str] = []
 
-    def cached(request: PolicyRequest) -> Decision | None:
+    def begin(request: PolicyRequest) -> Decision | PolicyRequest:
         answered_on.append(threading.current_thread().name)
-        return Decision(Disposition.ACCEPT, "DUNNO") if request.sender == "hit@c.example" else None
+        hit = request.sender == "hit@c.example"
+        return Decision(Disposition.ACCEPT, "DUNNO") if hit else request
 
     def handler(request: PolicyRequest) -> Decision:
         answered_on.append(threading.current_thread().name)
         return echo_handler(request)
 
-    server = make_server(handler=handler, cached_handler=cached)
+    server = make_server(handler=handler, begin=begin)
     client = connect(server.addresses[0])
     assert exchange(client, rcpt("hit@c.example")) == b"action=DUNNO\n\n"
     assert answered_on == ["spfpolicy-io"]
@@ -556,13 +566,13 @@ def test_cached_handler_answers_on_the_event_loop(
     assert answered_on[2].startswith("spfpolicy-worker-")
 
 
-def test_cached_handler_exception_answers_error_action(
+def test_begin_exception_answers_error_action(
     make_server: MakeServer, connect: Connect, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def cached(request: PolicyRequest) -> Decision | None:
+    def begin(request: PolicyRequest) -> Decision:
         raise RuntimeError("cache blew up")
 
-    server = make_server(cached_handler=cached)
+    server = make_server(begin=begin)
     client = connect(server.addresses[0])
     assert exchange(client, rcpt("a@one.example")) == f"action={ERROR_ACTION}\n\n".encode()
     assert "cache blew up" in caplog.text

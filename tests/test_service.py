@@ -7,11 +7,12 @@ import logging
 import pytest
 
 from spfpolicy.config.settings import Config, parse_config
-from spfpolicy.decision.policy import INTERNAL_ERROR_DEFER, Receiver
+from spfpolicy.decision.actions import INTERNAL_ERROR_DEFER, Receiver
 from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.model import Decision, Disposition, Identity, NullObserver, PolicyRequest, SpfResult
 from spfpolicy.service.policyservice import PolicyService
 from tests.support.fakedns import FakeResolver
+from tests.support.phases import handle
 
 ZONE = {
     "sender.example": ["TXT v=spf1 ip4:192.0.2.0/24 -all"],
@@ -47,7 +48,7 @@ class Service:
 def test_five_recipients_one_evaluation_one_header() -> None:
     setup = Service()
     decisions = [
-        setup.service.handle(REQUEST.replace(recipient=f"r{i}@receiver.example")) for i in range(5)
+        handle(setup.service, REQUEST.replace(recipient=f"r{i}@receiver.example")) for i in range(5)
     ]
     assert decisions[0].action.startswith("PREPEND Received-SPF: pass")
     assert [d.action for d in decisions[1:]] == ["DUNNO"] * 4
@@ -59,7 +60,7 @@ def test_five_recipients_one_evaluation_one_header() -> None:
 def test_reject_repeats_for_every_recipient() -> None:
     setup = Service()
     request = REQUEST.replace(client_address="203.0.113.5", helo_name="h.client.example")
-    first, second = setup.service.handle(request), setup.service.handle(request)
+    first, second = handle(setup.service, request), handle(setup.service, request)
     assert first.action.startswith("550 5.7.23")
     assert second.action == first.action
     assert second.reused
@@ -67,15 +68,15 @@ def test_reject_repeats_for_every_recipient() -> None:
 
 def test_a_new_instance_is_a_new_evaluation() -> None:
     setup = Service()
-    setup.service.handle(REQUEST)
-    setup.service.handle(REQUEST.replace(instance="4F2A1.2"))
+    handle(setup.service, REQUEST)
+    handle(setup.service, REQUEST.replace(instance="4F2A1.2"))
     assert setup.resolver.asked.count(("sender.example", "TXT")) == 2
 
 
 def test_without_instance_nothing_is_memoised() -> None:
     setup = Service()
-    first = setup.service.handle(REQUEST.replace(instance=""))
-    second = setup.service.handle(REQUEST.replace(instance=""))
+    first = handle(setup.service, REQUEST.replace(instance=""))
+    second = handle(setup.service, REQUEST.replace(instance=""))
     assert first.action == second.action
     assert first.action.startswith("PREPEND ")
     assert setup.resolver.asked.count(("sender.example", "TXT")) == 2
@@ -83,7 +84,7 @@ def test_without_instance_nothing_is_memoised() -> None:
 
 def test_helo_reject_ends_the_request() -> None:
     setup = Service()
-    decision = setup.service.handle(REQUEST.replace(helo_name="bad-helo.example"))
+    decision = handle(setup.service, REQUEST.replace(helo_name="bad-helo.example"))
     assert decision.disposition is Disposition.REJECT
     assert "SPF helo check failed" in decision.action
     assert [o.identity for o in decision.outcomes] == [Identity.HELO]
@@ -92,7 +93,7 @@ def test_helo_reject_ends_the_request() -> None:
 
 def test_null_sender_is_evaluated_once_as_helo() -> None:
     setup = Service()
-    decision = setup.service.handle(REQUEST.replace(sender=""))
+    decision = handle(setup.service, REQUEST.replace(sender=""))
     assert [(o.identity, o.result) for o in decision.outcomes] == [(Identity.HELO, SpfResult.PASS)]
     assert "identity=helo" in decision.action
     assert setup.resolver.asked == [("mail.sender.example", "TXT")]
@@ -100,7 +101,7 @@ def test_null_sender_is_evaluated_once_as_helo() -> None:
 
 def test_skipped_requests_do_no_dns() -> None:
     setup = Service()
-    decision = setup.service.handle(REQUEST.replace(sasl_username="alice"))
+    decision = handle(setup.service, REQUEST.replace(sasl_username="alice"))
     assert (decision.disposition, decision.action, decision.skip_reason) == (
         Disposition.SKIP,
         "DUNNO",
@@ -117,9 +118,9 @@ def test_an_evaluation_crash_becomes_temperror_and_is_logged(
     def crash(*args: object, **kwargs: object) -> None:
         raise AssertionError("Too many levels of recursion")
 
-    monkeypatch.setattr(setup.evaluator, "_check", crash)
+    monkeypatch.setattr("spfpolicy.evaluation.evaluator.check_host", crash)
     with caplog.at_level(logging.INFO):
-        decision = setup.service.handle(REQUEST)
+        decision = handle(setup.service, REQUEST)
     assert decision.action.startswith("DEFER_IF_PERMIT 4.7.24 ")
     assert decision.outcomes[0].result is SpfResult.TEMPERROR
     assert any(r.exc_info and "evaluation failed" in r.getMessage() for r in caplog.records)
@@ -167,8 +168,8 @@ def test_a_crash_outside_evaluation_answers_on_internal_error(
     monkeypatch: pytest.MonkeyPatch, config: str, action: str, disposition: Disposition
 ) -> None:
     setup = Service(parse_config(config))
-    monkeypatch.setattr("spfpolicy.decision.policy.decide", crash)
-    decision = setup.service.handle(REQUEST)
+    monkeypatch.setattr("spfpolicy.decision.deciding.decide", crash)
+    decision = handle(setup.service, REQUEST)
     assert (decision.action, decision.disposition) == (action, disposition)
     assert decision.internal_error
     assert decision.outcomes == ()  # no made-up SPF result to count or log
@@ -188,9 +189,9 @@ def test_an_internal_error_is_logged_at_error_level_with_the_request(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, on_internal_error: str
 ) -> None:
     setup = Service(parse_config(f'[policy]\non_internal_error = "{on_internal_error}"'))
-    monkeypatch.setattr("spfpolicy.decision.policy.decide", crash)
+    monkeypatch.setattr("spfpolicy.decision.deciding.decide", crash)
     with caplog.at_level(logging.INFO):
-        decision = setup.service.handle(REQUEST)
+        decision = handle(setup.service, REQUEST)
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     line = errors[0].getMessage()
@@ -219,9 +220,9 @@ def test_an_internal_error_is_counted() -> None:
     setup = Service()
     setup.service.observer = Counting()
     setup.service.allow = crash  # type: ignore[assignment]  # not an AllowList: _allowed raises
-    setup.service.handle(REQUEST)
+    handle(setup.service, REQUEST)
     setup.service.allow = None
-    setup.service.handle(REQUEST.replace(instance="4F2A1.2"))
+    handle(setup.service, REQUEST.replace(instance="4F2A1.2"))
     assert [d.internal_error for d in counted] == [True, False]
 
 
@@ -230,10 +231,10 @@ def test_a_request_after_an_internal_error_is_decided_normally(
 ) -> None:
     setup = Service()
     with monkeypatch.context() as patched:
-        patched.setattr("spfpolicy.decision.policy.decide", crash)
-        assert setup.service.handle(REQUEST).internal_error
+        patched.setattr("spfpolicy.decision.deciding.decide", crash)
+        assert handle(setup.service, REQUEST).internal_error
     # The failed request left no memo behind: the same message is decided afresh.
-    decision = setup.service.handle(REQUEST)
+    decision = handle(setup.service, REQUEST)
     assert decision.action.startswith("PREPEND Received-SPF: pass ")
     assert not decision.internal_error
 
@@ -250,7 +251,7 @@ def test_the_time_budget_reaches_the_resolver() -> None:
     setup.resolver.query = spy  # type: ignore[method-assign]
     now = 1000.0
     setup.service.clock = lambda: now
-    setup.service.handle(REQUEST)
+    handle(setup.service, REQUEST)
     assert seen
     assert set(seen) == {1007.5}
 
@@ -262,10 +263,10 @@ def test_recipients_with_other_rules_get_their_own_decision_and_no_second_header
     )
     setup = Service(config)
     message = REQUEST.replace(client_address="203.0.113.5", helo_name="h.client.example")
-    first = setup.service.handle(message.replace(recipient="a@receiver.example"))
-    abuse = setup.service.handle(message.replace(recipient="abuse@receiver.example"))
-    again = setup.service.handle(message.replace(recipient="b@receiver.example"))
-    abuse_again = setup.service.handle(message.replace(recipient="Abuse@receiver.example"))
+    first = handle(setup.service, message.replace(recipient="a@receiver.example"))
+    abuse = handle(setup.service, message.replace(recipient="abuse@receiver.example"))
+    again = handle(setup.service, message.replace(recipient="b@receiver.example"))
+    abuse_again = handle(setup.service, message.replace(recipient="Abuse@receiver.example"))
     assert first.action.startswith("550 5.7.23 ")
     assert abuse.action.startswith("PREPEND Received-SPF: fail ")  # its own rule, not the memo
     assert again.action == first.action
@@ -277,8 +278,8 @@ def test_recipients_with_other_rules_get_their_own_decision_and_no_second_header
 def test_a_header_is_added_once_even_across_rules() -> None:
     config = parse_config('[[recipient]]\nmatch = "@receiver.example"\ndry_run = true\n')
     setup = Service(config)
-    outside = setup.service.handle(REQUEST.replace(recipient="x@elsewhere.example"))
-    inside = setup.service.handle(REQUEST.replace(recipient="y@receiver.example"))
+    outside = handle(setup.service, REQUEST.replace(recipient="x@elsewhere.example"))
+    inside = handle(setup.service, REQUEST.replace(recipient="y@receiver.example"))
     assert outside.action.startswith("PREPEND Received-SPF: pass ")
     assert inside.action == "DUNNO"
     assert not inside.reused  # decided for its own rule, header suppressed

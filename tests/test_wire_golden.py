@@ -4,7 +4,9 @@ Each tests/wire/NAME.request holds the bytes an smtpd process sends on one conne
 holds the exact bytes the daemon must answer before the connection ends (a malformed request
 ends it without a reply; garbage-closes ends with one, so that the close is a clean FIN). Every
 file is replayed in writes of 4096, 16 and 1 bytes: the answers may not depend on how the bytes
-arrive.
+arrive. The server and service are wired by cli as the daemon wires them, the caches included,
+and each file is replayed once more after other messages warmed them: answered from the caches
+on the I/O thread, the replies must be the same bytes.
 Set SPFPOLICY_REGENERATE_GOLDEN=1 to rewrite the .reply files after a deliberate change, then
 read the diff.
 """
@@ -18,12 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from spfpolicy.config.settings import Config
-from spfpolicy.decision.policy import Receiver
-from spfpolicy.evaluation.evaluator import SpfEvaluator
-from spfpolicy.model import ListenAddress
+from spfpolicy import cli
+from spfpolicy.config.settings import parse_config
+from spfpolicy.decision.actions import Receiver
 from spfpolicy.resolver.answers import DnsFailure
-from spfpolicy.service.policyservice import PolicyService
 from spfpolicy.wire.server import PolicyServer
 from tests.support.fakedns import FakeResolver
 
@@ -43,15 +43,13 @@ ZONE = {
 
 @pytest.fixture
 def server() -> Iterator[PolicyServer]:
-    """The real PolicyServer and a fresh PolicyService (empty memo) over the fake zone."""
-    resolver = FakeResolver(ZONE, failing={"timeout.example": DnsFailure.TIMEOUT})
+    """The daemon's server and service as cli wires them (fresh caches) over the fake zone."""
+    config = parse_config('[server]\nlisten = ["inet:127.0.0.1:0"]\n')
+    upstream = FakeResolver(ZONE, failing={"timeout.example": DnsFailure.TIMEOUT})
+    resolver = cli.build_resolver(config, upstream=upstream)
     receiver = Receiver("mx.receiver.example", "mx.receiver.example")
-    service = PolicyService(Config(), SpfEvaluator(resolver, receiver=receiver.hostname), receiver)
-    policy_server = PolicyServer(
-        [ListenAddress.parse("inet:127.0.0.1:0")],
-        service.handle,
-        error_action=service.error_decision().action,
-    )
+    service = cli.build_service(config, resolver=resolver, receiver=receiver)
+    policy_server = cli.build_server(config, service)
     policy_server.start()
     try:
         yield policy_server
@@ -82,6 +80,14 @@ def test_golden_reply(server: PolicyServer, case: str, write_size: int) -> None:
     if REGENERATE and write_size == 4096:
         golden.write_bytes(reply)
     assert reply == golden.read_bytes()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_reply_from_warm_caches(server: PolicyServer, case: str) -> None:
+    request = (WIRE / f"{case}.request").read_bytes()
+    # Other messages of the same senders and clients first: new instances, so not the memo.
+    replay(server, request.replace(b"instance=", b"instance=warm-"), 4096)
+    assert replay(server, request, 4096) == (WIRE / f"{case}.reply").read_bytes()
 
 
 def test_every_case_has_a_reply_file() -> None:

@@ -18,12 +18,8 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
-from spfpolicy.model import ListenAddress, SpfPolicyError
+from spfpolicy.model import PROTOCOL_STATES, ListenAddress, SpfPolicyError
 
-# The protocol_state values Postfix sends (SMTPD_POLICY_README).
-PROTOCOL_STATES = frozenset(
-    {"CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "VRFY", "ETRN"}
-)
 # A Postfix restriction class name (smtpd_restriction_classes), which must not read as an
 # access(5) action keyword.
 _RESTRICTION_CLASS = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")

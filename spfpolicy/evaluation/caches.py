@@ -56,5 +56,5 @@ class ExpiringCache(Generic[K, V]):
                 self._cache[key] = (value, expires)
 
 
-class ResultCache(ExpiringCache[ResultKey, SpfOutcome]):
-    """Outcomes by (identity, client, sender, helo), or by domain where no macro was met."""
+# Outcomes by (identity, client, sender, helo), or by domain where no macro was met.
+ResultCache = ExpiringCache[ResultKey, SpfOutcome]

@@ -1,11 +1,9 @@
-"""Domain names as SPF meets them: the <domain> of an identity, IDN labels, HELO names.
+"""Domain names as SPF meets them: the <domain> of an identity, IDN labels as A-labels.
 
 Pure functions on text, shared by the evaluator and the allow-lists.
 """
 
 from __future__ import annotations
-
-import ipaddress
 
 
 def domain_text(sender: str, helo: str) -> str:
@@ -42,21 +40,3 @@ def a_label_mailbox(sender: str) -> str:
     """The sender with its domain as A-labels; a UTF-8 local-part stays as sent (RFC 8616 §4)."""
     local_part, at, domain = sender.partition("@")  # the first "@", as pyspf's split_email
     return f"{local_part}@{a_label(domain)}" if at else a_label(sender)
-
-
-def is_checkable_helo(helo: str) -> bool:
-    """True when a HELO name is a multi-label domain name worth an SPF check (§2.3).
-
-    Address literals ("[192.0.2.1]") and bare words ("localhost") have no SPF record.
-    """
-    name = helo.rstrip(".")
-    if not name or name.startswith("[") or "." not in name:
-        return False
-    # Only a name ending in digits or holding ":" can be an address: skip parsing the rest.
-    if ":" not in name and not name.rpartition(".")[2].isdigit():
-        return all(label for label in name.split("."))
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return all(label for label in name.split("."))
-    return False

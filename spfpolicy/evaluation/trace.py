@@ -18,14 +18,23 @@ class LookupTrace:
 
     questions: list[tuple[str, str, str]] = field(default_factory=list)  # name, type, outcome
     cache_hits: int = 0
-    expires: float = float("inf")  # when the first DNS answer used stops being valid
     reusable: bool = True  # False after a DNS error or a record with a time macro
     from_result_cache: bool = False
     no_mail_record: bool = False  # the first record fetched is exactly "v=spf1 -all"
-    macros: bool = False  # some TXT record fetched contains "%": a macro may read the inputs
     macro_records: int = 0  # how many TXT answers contained "%"
-    expiries: list[float] = field(default_factory=list)  # of every answer, in order
+    # When each answer used stops being valid, in order, reused include: results among them.
+    expiries: list[float] = field(default_factory=list)
     reused_includes: list[tuple[str, str]] = field(default_factory=list)  # domain, result
+
+    @property
+    def expires(self) -> float:
+        """When the first DNS answer used stops being valid (infinity when none was used)."""
+        return min(self.expiries, default=float("inf"))
+
+    @property
+    def macros(self) -> bool:
+        """Some TXT record fetched contains "%": a macro may read the inputs."""
+        return self.macro_records > 0
 
     def record(self, name: str, rdtype: str, answer: DnsAnswer) -> None:
         """Note one answer: where it came from, how long it lives, whether it reads the time."""
@@ -43,7 +52,6 @@ class LookupTrace:
             self.cache_hits += 1
             found += " (cached)"
         self.questions.append((name, rdtype, found.replace("noerror", "no records")))
-        self.expires = min(self.expires, answer.expires)
         self.expiries.append(answer.expires)
         if rdtype == "TXT" and any(
             b"%" in part
@@ -52,7 +60,6 @@ class LookupTrace:
             for part in record.value
             if isinstance(part, bytes)
         ):
-            self.macros = True
             self.macro_records += 1
         if rdtype == "TXT" and self.reusable:
             for record in answer.records:

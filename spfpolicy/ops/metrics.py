@@ -23,7 +23,7 @@ from prometheus_client import (
 )
 
 from spfpolicy import __version__
-from spfpolicy.model import Decision, Disposition
+from spfpolicy.model import PROTOCOL_STATES, Decision, Disposition
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +241,7 @@ class PrometheusObserver:
 def _state_label(protocol_state: str) -> str:
     """Postfix's stage names, and "other" for anything a client made up."""
     state = protocol_state.upper()
-    known = {"CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "VRFY", "ETRN"}
-    return state if state in known else "other"
+    return state if state in PROTOCOL_STATES else "other"
 
 
 class MetricsExporter:

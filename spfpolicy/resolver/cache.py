@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from cachetools import LRUCache
 
-from spfpolicy import cacheonly
 from spfpolicy.model import NullObserver, Observer
 from spfpolicy.resolver.answers import DnsAnswer, DnsError, DnsFailure, Resolver
 
@@ -84,21 +83,18 @@ class CachingResolver:
     def query(self, name: str, rdtype: str, deadline: float) -> DnsAnswer:
         """Answer from the cache, from a query already in flight, or from upstream."""
         key = (name.lower().rstrip("."), rdtype)
-        attempt = cacheonly.current()
         while True:
             with self._lock:
                 entry = self._cache.get(key)
                 if entry is not None and entry.expires <= self.clock():
                     del self._cache[key]
                     entry = None
-                if entry is None and attempt is not None:
-                    raise attempt.miss(f"{key[0]}/{rdtype} is not cached")
                 flight = None if entry is not None else self._in_flight.get(key)
                 leader = entry is None and flight is None
                 if leader:
                     flight = self._in_flight[key] = _Flight()
             if entry is not None:
-                cacheonly.observe(self._report_hit)
+                self.observer.dns_cache_lookup(hit=True)
                 return _unpack(entry)
             self.observer.dns_cache_lookup(hit=False)
             assert flight is not None
@@ -108,9 +104,6 @@ class CachingResolver:
             if entry is not None:
                 return _unpack(entry)
             # The leader ran out of its own budget; this request may still have time: ask again.
-
-    def _report_hit(self) -> None:
-        self.observer.dns_cache_lookup(hit=True)
 
     def _wait(self, flight: _Flight, deadline: float) -> _Entry | None:
         """The flight's outcome, or None when it says nothing about the name."""

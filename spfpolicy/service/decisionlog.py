@@ -63,7 +63,7 @@ def decision_fields(
         fields["reused"] = "yes"
     if decision.internal_error:
         fields["internal_error"] = "yes"
-    fields["action"] = _bounded(_action_summary(decision.action))
+    fields["action"] = _bounded(_action_summary(decision))
     fields["dns_lookups"] = decision.dns_lookups
     fields["cache_hits"] = decision.cache_hits
     fields["duration_ms"] = round(duration * 1000, 1)
@@ -75,14 +75,14 @@ def _text(fields: dict[str, str | int | float]) -> str:
     return " ".join(f"{key}={_quoted(value)}" for key, value in fields.items())
 
 
-def _action_summary(action: str) -> str:
+def _action_summary(decision: Decision) -> str:
     """Rejects and defers in full, a PREPEND by its header's name.
 
     The header repeats what the line already says, and is long: one decision, one short line.
     """
-    if action.startswith("PREPEND "):
-        return action.partition(":")[0]
-    return action
+    if decision.header:
+        return "PREPEND " + decision.header.partition(":")[0]
+    return decision.answer
 
 
 def _result(outcome: SpfOutcome | None) -> str:

@@ -1,57 +1,51 @@
-"""One request in, one Decision out: deadline, per-message memo, evaluation, logging.
+"""One request in, one Decision out, in two phases: begin() on the I/O thread, complete() later.
 
-The server calls PolicyService.handle for every request; everything here runs in the
-connection's thread, and the only shared state (the memo) is locked.
+begin() never blocks: skip rules, the recipient rule, the message memo and the result cache.
+What it cannot answer it returns as a Pending, which complete() finishes on a worker: the
+DNS-backed allow-lists and the evaluations. Both run the one decision loop of
+spfpolicy.decision.deciding, and a request is logged and counted once, when it is decided.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cachetools import LRUCache
-
-from spfpolicy import cacheonly
-from spfpolicy.config.settings import Config, RecipientRule
-from spfpolicy.decision import policy
-from spfpolicy.decision.policy import Receiver
-from spfpolicy.evaluation.domains import is_checkable_helo
+from spfpolicy.config.settings import Config
+from spfpolicy.decision import deciding
+from spfpolicy.decision.actions import Receiver, internal_error_decision, skip_decision
+from spfpolicy.decision.deciding import Case
 from spfpolicy.evaluation.evaluator import Evaluation, SpfEvaluator
-from spfpolicy.evaluation.trace import LookupTrace
-from spfpolicy.model import (
-    Decision,
-    Identity,
-    NullObserver,
-    Observer,
-    PolicyRequest,
-    SpfOutcome,
-    SpfResult,
-)
-from spfpolicy.resolver.cache import CachingResolver
+from spfpolicy.model import Decision, Identity, NullObserver, Observer, PolicyRequest
 from spfpolicy.service.allowlist import AllowList
 from spfpolicy.service.decisionlog import log_decision, log_internal_error
+from spfpolicy.service.memo import Message, MessageMemo
 
 log = logging.getLogger(__name__)
 
-# The per-message memo: RCPTs of one message arrive within one SMTP session, seconds apart;
-# ten minutes outlasts any smtpd timeout, and the bound keeps memory flat under load.
-MEMO_SIZE = 20_000
-MEMO_MAX_AGE = 600.0
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    """A request begun on the I/O thread that needs DNS or pyspf, with what begin() found."""
+
+    case: Case
+    message: Message | None
+    started: float  # clock time begin() took it
+    deadline: float  # the request's time budget ends here
+    evaluations: list[Evaluation] = field(default_factory=list)  # of case.identities, in order
+    allowed_known: bool = True  # False until the DNS-backed allow-lists have been asked
+    looked_up: Identity | None = None  # the identity whose result cache lookup missed
+
+    @property
+    def request(self) -> PolicyRequest:
+        """The request being decided."""
+        return self.case.request
 
 
-@dataclass
-class _Message:
-    """What is known about one message (one smtpd instance) across its recipients."""
-
-    created: float  # clock time of its first request
-    decisions: dict[RecipientRule | None, Decision] = field(default_factory=dict)
-    evaluations: dict[Identity, Evaluation] = field(default_factory=dict)  # shared by rules
-    header_added: bool = False
-    allowed: str | None = None  # the DNS-backed allow-lists' answer, once asked
+# How one identity is evaluated in a phase: an Evaluation, or None to leave it to the next.
+Step = Callable[[Pending, Identity], Evaluation | None]
 
 
 @dataclass(frozen=True)
@@ -76,93 +70,114 @@ class PolicyService:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self.allow = allow
+        self.allow = allow if allow is not None and allow.active else None
         self.evaluator = evaluator
         self.receiver = receiver
         self.observer: Observer = observer or NullObserver()
         self.clock = clock
-        # LRU with the age checked on lookup: a TTLCache's bookkeeping on every new message
-        # cost more than the rest of the memo's work.
-        self._memo: LRUCache[tuple[str, ...], _Message] = LRUCache(MEMO_SIZE)
-        self._memo_lock = threading.Lock()
-        # Cache-only attempts need the shared cache: without it every lookup is upstream.
-        self.answers_from_cache = isinstance(evaluator.resolver, CachingResolver)
+        self._memo = MessageMemo()
 
-    def handle(self, request: PolicyRequest) -> Decision:
-        """Answer one request; never raises (an internal error answers on_internal_error)."""
+    def begin(self, request: PolicyRequest) -> Decision | Pending:
+        """The Decision if it needs no DNS nor pyspf, else the Pending for complete().
+
+        For the I/O thread: it never blocks and never raises (an internal error answers
+        [policy] on_internal_error). A Decision returned is already logged and counted.
+        """
         started = self.clock()
         try:
-            decision = self._decide(request, started).decision
+            opened = self._open(request, started)
+            step = opened if isinstance(opened, Decision) else self._begin(opened)
         except Exception:  # noqa: BLE001 - the connection boundary: logged with its traceback
-            decision = self._internal_error(request)
-        return self._finish(request, decision, started)
+            step = self._internal_error(request)
+        if isinstance(step, Decision):
+            self._finish(request, step, started)
+        return step
 
-    def handle_cached(self, request: PolicyRequest) -> Decision | None:
-        """Answer from what the caches hold, or None: then handle() must decide the request.
-
-        For the server's I/O thread: it never asks upstream DNS nor waits for another thread's
-        question, and never raises. What a given-up attempt learned stays in the memo.
-        """
-        if not self.answers_from_cache:
-            return None
-        started = self.clock()
-        decision: Decision | None
-        with cacheonly.cache_only() as attempt:
-            try:
-                decision = self._decide(request, started).decision
-            except cacheonly.NotCached:
-                decision = None
-            except Exception:  # noqa: BLE001 - as in handle(): logged with its traceback
-                # After a miss the error may come from it: the worker will see.
-                decision = None if attempt.missed else self._internal_error(request)
-        attempt.replay()  # the counts of the work that was kept
-        if decision is None or attempt.missed:
-            return None
-        return self._finish(request, decision, started)
-
-    def _internal_error(self, request: PolicyRequest) -> Decision:
-        """The on_internal_error answer, logged with the traceback; call it in an except block."""
-        decision = self.error_decision()
-        log_internal_error(request, decision)
-        return decision
-
-    def _finish(self, request: PolicyRequest, decision: Decision, started: float) -> Decision:
-        """Log and count a decision made."""
-        duration = self.clock() - started
-        log_decision(request, decision, duration)
-        self.observer.decision_made(decision, duration)
+    def complete(self, pending: Pending) -> Decision:
+        """Decide a request begin() could not, on a worker; logged and counted; never raises."""
+        try:
+            decision = self._complete(pending)
+        except Exception:  # noqa: BLE001 - as in begin()
+            decision = self._internal_error(pending.request)
+        self._finish(pending.request, decision, pending.started)
         return decision
 
     def explain(self, request: PolicyRequest) -> Explanation:
-        """Decide like handle() and return the evaluations too; errors propagate."""
-        return self._decide(request, self.clock())
+        """Decide like begin() and complete() and return the evaluations too; errors propagate.
+
+        Nothing is logged or counted: this is `spfpolicy check`, not a request from Postfix.
+        """
+        opened = self._open(request, self.clock())
+        if isinstance(opened, Decision):
+            return Explanation(opened, ())
+        return Explanation(self._complete(opened), tuple(opened.evaluations))
 
     def error_decision(self) -> Decision:
         """What an unexpected failure answers: [policy] on_internal_error (the server's
-        fallback too, should handle() itself fail)."""
-        return policy.internal_error_decision(self.config)
+        fallback too, should begin() or complete() themselves fail)."""
+        return internal_error_decision(self.config)
 
-    def _decide(self, request: PolicyRequest, started: float) -> Explanation:
-        reason = policy.skip_reason(request, self.config)
-        if reason:
-            return Explanation(policy.skip_decision(reason), ())
-        rule = self.config.recipient_rule(request.recipient) if self.config.recipient else None
-        message = self._message(request)
-        earlier = message.decisions.get(rule) if message is not None else None
+    def _open(self, request: PolicyRequest, started: float) -> Decision | Pending:
+        """Skips, and answers the message memo already holds; else the Pending to decide."""
+        case = deciding.open_case(request, self.config)
+        if isinstance(case, Decision):
+            return case
+        message = self._memo.message(request, started)
+        earlier = message.decisions.get(case.rule) if message is not None else None
         if earlier is not None:
-            return Explanation(policy.reuse(earlier), ())
-        deadline = started + self.config.spf.time_budget
-        allowed = self._allowed(request, message, deadline)
-        if allowed:
-            return Explanation(policy.skip_decision(allowed), ())
-        evaluations = self._evaluate(request, deadline, rule, message)
-        if self.clock() >= deadline:
+            return deciding.reuse(earlier)
+        pending = Pending(case, message, started, started + self.config.spf.time_budget)
+        if self.allow is not None:
+            allowed = message.allowed if message is not None else None
+            if allowed:
+                return skip_decision(allowed)
+            pending.allowed_known = allowed is not None
+        return pending
+
+    def _begin(self, pending: Pending) -> Decision | Pending:
+        """The I/O thread's part: what the result cache knows; stop at the first miss."""
+        if not pending.allowed_known:
+            return pending  # the allow-lists ask DNS
+        return self._advance(pending, self._look_up)
+
+    def _complete(self, pending: Pending) -> Decision:
+        """The worker's part: the allow-lists if still to ask, then every evaluation left."""
+        if not pending.allowed_known:
+            assert self.allow is not None
+            case = pending.case
+            allowed = self.allow.reason(case.request.helo_name, case.client, pending.deadline)
+            if pending.message is not None:
+                pending.message.allowed = allowed
+            pending.allowed_known = True
+            if allowed:
+                return skip_decision(allowed)
+        decision = self._advance(pending, self._evaluate)
+        assert isinstance(decision, Decision)  # _evaluate always gives an evaluation
+        if self.clock() >= pending.deadline:
             self.observer.budget_exceeded()
-        outcomes = [evaluation.outcome for evaluation in evaluations]
-        decision = policy.decide(request, outcomes, self.config, self.receiver, rule)
-        traces = [evaluation.trace for evaluation in evaluations]
-        decision = dataclasses.replace(
-            decision,
+        return decision
+
+    def _advance(self, pending: Pending, step: Step) -> Decision | Pending:
+        """Evaluate the identities the decision loop asks for, until it decides or step gives
+        up (None); a decision made is kept in the message memo."""
+        case, config = pending.case, self.config
+        outcomes = [evaluation.outcome for evaluation in pending.evaluations]
+        while (identity := deciding.next_identity(case, config, outcomes)) is not None:
+            evaluation = step(pending, identity)
+            if evaluation is None:
+                return pending
+            pending.evaluations.append(evaluation)
+            outcomes.append(evaluation.outcome)
+            if pending.message is not None:
+                pending.message.evaluations[identity] = evaluation
+        traces = [evaluation.trace for evaluation in pending.evaluations]
+        message = pending.message
+        decision = deciding.decide(
+            case,
+            outcomes,
+            config,
+            self.receiver,
+            header_added=message is not None and message.header_added,
             dns_lookups=sum(len(trace.questions) for trace in traces),
             cache_hits=sum(
                 trace.cache_hits + trace.from_result_cache + len(trace.reused_includes)
@@ -170,92 +185,56 @@ class PolicyService:
             ),
         )
         if message is not None:
-            decision = self._remember(message, rule, decision)
-        return Explanation(decision, tuple(evaluations))
-
-    def _message(self, request: PolicyRequest) -> _Message | None:
-        """The memo of this message (one smtpd instance), made on first sight."""
-        if not request.instance:
-            return None
-        key = (request.instance, request.client_address, request.helo_name, request.sender)
-        now = self.clock()
-        with self._memo_lock:
-            message = self._memo.get(key)
-            if message is None or now - message.created > MEMO_MAX_AGE:
-                message = self._memo[key] = _Message(now)
-        return message
-
-    def _allowed(self, request: PolicyRequest, message: _Message | None, deadline: float) -> str:
-        """The DNS-backed allow-lists' verdict, asked once per message."""
-        if self.allow is None or not self.allow.active:
-            return ""
-        if message is not None and message.allowed is not None:
-            return message.allowed
-        client = policy.client_ip(request.client_address)
-        assert client is not None  # skip_reason turned unusable addresses away
-        with cacheonly.all_or_nothing():
-            allowed = self.allow.reason(request.helo_name, client, deadline)
-        if message is not None:
-            message.allowed = allowed
-        return allowed
-
-    def _remember(
-        self, message: _Message, rule: RecipientRule | None, decision: Decision
-    ) -> Decision:
-        """Memoise per recipient rule; the message gets its trace header only once."""
-        attempt = cacheonly.current()
-        if attempt is not None and attempt.missed:
-            raise cacheonly.NotCached("a decision made without every answer is not kept")
-        with self._memo_lock:
-            if decision.action.startswith("PREPEND "):
-                if message.header_added:
-                    decision = dataclasses.replace(decision, action="DUNNO")
-                message.header_added = True
-            message.decisions[rule] = decision
+            self._memo.remember(message, case.rule, decision)
         return decision
 
-    def _evaluate(
-        self,
-        request: PolicyRequest,
-        deadline: float,
-        rule: RecipientRule | None,
-        message: _Message | None,
-    ) -> list[Evaluation]:
-        """Evaluate identities in order; an enforcing HELO verdict ends the request (§2.3).
+    def _look_up(self, pending: Pending, identity: Identity) -> Evaluation | None:
+        """begin()'s step: the message's own evaluation, or the result cache's."""
+        known = _known(pending, identity)
+        if known is not None:
+            return known
+        request = pending.request
+        found = self.evaluator.lookup(
+            identity,
+            client_address=pending.case.client_text,
+            sender=request.sender,
+            helo=request.helo_name,
+        )
+        if found is None:
+            pending.looked_up = identity
+        return found
 
-        A message's identities are evaluated once: recipients with other rules reuse them.
-        """
-        helo_checkable = is_checkable_helo(request.helo_name)
-        client = str(policy.client_ip(request.client_address))
-        evaluations: list[Evaluation] = []
-        for identity in policy.identities_to_check(request, self.config, helo_checkable):
-            known = message.evaluations.get(identity) if message is not None else None
-            evaluation = known or self._evaluate_one(identity, request, client, deadline)
-            if message is not None:
-                message.evaluations[identity] = evaluation
-            evaluations.append(evaluation)
-            if policy.verdict_for(evaluation.outcome, self.config, rule) in policy.ENFORCING:
-                break
-        return evaluations
+    def _evaluate(self, pending: Pending, identity: Identity) -> Evaluation:
+        """complete()'s step: evaluate, without asking the result cache again where begin()
+        just did."""
+        known = _known(pending, identity)
+        if known is not None:
+            return known
+        request = pending.request
+        evaluate = (
+            self.evaluator.compute if identity is pending.looked_up else self.evaluator.evaluate
+        )
+        return evaluate(
+            identity,
+            client_address=pending.case.client_text,
+            sender=request.sender,
+            helo=request.helo_name,
+            deadline=pending.deadline,
+        )
 
-    def _evaluate_one(
-        self, identity: Identity, request: PolicyRequest, client: str, deadline: float
-    ) -> Evaluation:
-        try:
-            return self.evaluator.evaluate(
-                identity,
-                client_address=client,
-                sender=request.sender,
-                helo=request.helo_name,
-                deadline=deadline,
-            )
-        except cacheonly.NotCached:
-            raise  # a cache-only attempt gives up; the worker evaluates this identity
-        except Exception:
-            # A pyspf bug on a junk record must not cost the request: temperror, logged. The
-            # exception's text stays in the log: the problem may reach the SMTP client.
-            log.exception("SPF %s evaluation failed for sender=%r", identity, request.sender[:200])
-            outcome = SpfOutcome(
-                identity, SpfResult.TEMPERROR, "", request.sender, problem="internal error"
-            )
-            return Evaluation(outcome, LookupTrace())
+    def _internal_error(self, request: PolicyRequest) -> Decision:
+        """The on_internal_error answer, logged with the traceback; call it in an except block."""
+        decision = self.error_decision()
+        log_internal_error(request, decision)
+        return decision
+
+    def _finish(self, request: PolicyRequest, decision: Decision, started: float) -> None:
+        """Log and count a decision made: once per request, whichever phase made it."""
+        duration = self.clock() - started
+        log_decision(request, decision, duration)
+        self.observer.decision_made(decision, duration)
+
+
+def _known(pending: Pending, identity: Identity) -> Evaluation | None:
+    """The evaluation an earlier recipient of the message already made for this identity."""
+    return pending.message.evaluations.get(identity) if pending.message is not None else None

@@ -1,9 +1,9 @@
 """The event loop: every connection on one I/O thread, requests that wait on worker threads.
 
-One thread reads, frames and answers requests on all connections (selectors, non-blocking
-sockets). A request whose answer the cached handler already knows is answered right there; any
-other runs on a worker (spfpolicy.wire.workers), so a request waiting for DNS holds up no one. Idle
-connections cost a socket, not a thread. spfpolicy.wire.server owns the sockets' life around it.
+One thread reads, frames and begins every request on all connections (selectors, non-blocking
+sockets). A request that begin() decides is answered right there; one it returns pending is
+completed on a worker (spfpolicy.wire.workers), so a request waiting for DNS holds up no one.
+Idle connections cost a socket, not a thread. spfpolicy.wire.server owns the sockets' life.
 """
 
 from __future__ import annotations
@@ -11,25 +11,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import selectors
 import socket
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
-from spfpolicy.model import Decision, ListenAddress, Observer, PolicyRequest
+from spfpolicy.model import Observer, PolicyRequest
 from spfpolicy.wire import protocol
+from spfpolicy.wire.connection import Connection, Listener, describe_peer
+from spfpolicy.wire.phases import Handlers, call_phase
+from spfpolicy.wire.waker import Waker
 from spfpolicy.wire.workers import WorkerPool
 
 logger = logging.getLogger("spfpolicy.wire.server")
-
-Handler = Callable[[PolicyRequest], Decision]
-# Answers from what is already known without waiting for anything, or None: ask Handler.
-CachedHandler = Callable[[PolicyRequest], Decision | None]
 
 # After an accept() failure such as EMFILE the connection stays queued: pause that listener
 # instead of spinning on it.
@@ -44,37 +39,6 @@ ACCEPT_BATCH = 64
 # before closing: closing with unread input sends a reset, and a reset makes the peer's kernel
 # drop replies it has received but not yet read.
 LINGER_SECONDS = 2.0
-
-
-class Handlers(NamedTuple):
-    """What answers requests: swapped as one value, so a request sees one configuration."""
-
-    handler: Handler
-    cached: CachedHandler | None
-    error_action: str
-
-
-@dataclass(slots=True, eq=False)
-class _Connection:
-    """One client connection, touched only by the I/O thread."""
-
-    sock: socket.socket
-    peer: str
-    idle_since: float  # when it last had nothing to do; partial requests do not reset it
-    reader: protocol.RequestReader = field(default_factory=protocol.RequestReader)
-    busy: bool = False  # a worker is deciding its request
-    unsent: bytes = b""  # the part of a reply the socket did not take yet
-    closed: bool = False
-    lingering_until: float = 0.0  # set after a malformed request: read, drop, then close
-
-
-@dataclass(slots=True, eq=False)
-class Listener:
-    """A listening socket and where it listens."""
-
-    sock: socket.socket
-    address: ListenAddress
-    paused_until: float = 0.0
 
 
 class EventLoop:
@@ -96,16 +60,15 @@ class EventLoop:
         self._idle_timeout = idle_timeout
         self._observer = observer
         self._forget_listeners = forget_listeners  # removes the unix socket files we made
-        self._connections: set[_Connection] = set()
+        self._connections: set[Connection] = set()
         self.workers = WorkerPool(max_connections)
-        self._replies: deque[tuple[_Connection, bytes]] = deque()
+        self._replies: deque[tuple[Connection, bytes]] = deque()
         self._selector = selectors.DefaultSelector()
         self._stopping = False
         self._stop_by = 0.0  # the grace deadline once stopping
         self.failed = False  # True when the loop stopped on an unexpected error
-        self._wake_lock = threading.Lock()
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        self._waker = Waker()
+        self._selector.register(self._waker.fileno(), selectors.EVENT_READ, None)
         for listener in listening:
             listener.sock.setblocking(False)  # a connection can vanish before accept()
             self._selector.register(listener.sock, selectors.EVENT_READ, listener)
@@ -118,11 +81,7 @@ class EventLoop:
 
     def wake(self) -> None:
         """Make the event loop look at its queues now (any thread)."""
-        # Under the lock: a worker finishing after the loop has closed the pipe must not write
-        # to a descriptor number the kernel may have given to another file since.
-        with self._wake_lock, contextlib.suppress(BlockingIOError):  # a full pipe is readable
-            if self._wake_write != -1:
-                os.write(self._wake_write, b"x")
+        self._waker.wake()
 
     # Everything below runs on the I/O thread.
 
@@ -149,17 +108,17 @@ class EventLoop:
         finally:
             self._close_all()
 
-    def _dispatch_safely(self, target: Listener | _Connection | None, mask: int) -> None:
+    def _dispatch_safely(self, target: Listener | Connection | None, mask: int) -> None:
         """Dispatch; a bug met on one connection closes that connection, not the server."""
         try:
             self._dispatch(target, mask)
         except Exception:
-            if not isinstance(target, _Connection):
+            if not isinstance(target, Connection):
                 raise
             logger.exception("unexpected error on the connection from %s", target.peer)
             self._close(target)
 
-    def _dispatch(self, target: Listener | _Connection | None, mask: int) -> None:
+    def _dispatch(self, target: Listener | Connection | None, mask: int) -> None:
         if target is None:
             self._take_replies()
         elif isinstance(target, Listener):
@@ -199,7 +158,7 @@ class EventLoop:
                 self._selector.unregister(listener.sock)
                 listener.paused_until = time.monotonic() + ACCEPT_ERROR_PAUSE
                 return
-            described = _describe_peer(peer, listener.address)
+            described = describe_peer(peer, listener.address)
             if len(self._connections) >= self._max_connections:
                 # Postfix counts the closed connection as a failed try and retries.
                 logger.warning(
@@ -209,12 +168,12 @@ class EventLoop:
                 sock.close()
                 continue
             sock.setblocking(False)
-            connection = _Connection(sock, described, time.monotonic())
+            connection = Connection(sock, described, time.monotonic())
             self._connections.add(connection)
             self._selector.register(sock, selectors.EVENT_READ, connection)
             self._observer.connection_opened()
 
-    def _receive(self, connection: _Connection) -> None:
+    def _receive(self, connection: Connection) -> None:
         """Read what the peer sent and answer the complete requests in it."""
         try:
             data = connection.sock.recv(RECV_BYTES)
@@ -238,7 +197,7 @@ class EventLoop:
         connection.reader.feed(data)
         self._answer(connection)
 
-    def _answer(self, connection: _Connection) -> None:
+    def _answer(self, connection: Connection) -> None:
         """Answer buffered requests one at a time until one has to wait or none is left."""
         while not (connection.busy or connection.unsent or connection.closed):
             try:
@@ -250,27 +209,33 @@ class EventLoop:
             if request is None:
                 return
             self._observer.request_received(request.protocol_state)
-            handlers = self._handlers()  # read once: set_handler() may run at any moment
-            action = _decide(handlers.cached, request, handlers.error_action)
-            if action is None:
+            handlers = self._handlers()  # read once: set_handlers() may run at any moment
+            answer = call_phase(handlers.begin, request, request, handlers.error_action)
+            if not isinstance(answer, str):
                 connection.busy = True
                 # Until the worker answers, read nothing more: a pipelining peer waits.
                 self._selector.unregister(connection.sock)
-                self.workers.submit(functools.partial(self._work, connection, request, handlers))
+                work = functools.partial(self._work, connection, request, answer, handlers)
+                self.workers.submit(work)
                 return
+            action = answer
             if not self._send(connection, protocol.encode_reply(action)):
                 return
 
-    def _work(self, connection: _Connection, request: PolicyRequest, handlers: Handlers) -> None:
-        """On a worker: decide, then hand the reply to the I/O thread."""
-        action = _decide(handlers.handler, request, handlers.error_action)
-        self._replies.append((connection, protocol.encode_reply(action or handlers.error_action)))
+    def _work(
+        self, connection: Connection, request: PolicyRequest, pending: object, handlers: Handlers
+    ) -> None:
+        """On a worker: complete the request, then hand the reply to the I/O thread."""
+        action = call_phase(handlers.complete, pending, request, handlers.error_action)
+        if not isinstance(action, str):
+            logger.error("complete() returned %r, not a Decision", action)
+            action = handlers.error_action
+        self._replies.append((connection, protocol.encode_reply(action)))
         self.wake()
 
     def _take_replies(self) -> None:
         """Send the replies workers have finished (the wake-up pipe was readable)."""
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._wake_read, 4096)
+        self._waker.drain()
         while self._replies:
             connection, reply = self._replies.popleft()
             connection.busy = False
@@ -280,7 +245,7 @@ class EventLoop:
             if self._send(connection, reply):
                 self._answer(connection)
 
-    def _send(self, connection: _Connection, data: bytes) -> bool:
+    def _send(self, connection: Connection, data: bytes) -> bool:
         """Send a reply, or what is left of one; True when the connection may take the next.
 
         It never answers the next request itself: a burst of pipelined requests is a loop in
@@ -308,7 +273,7 @@ class EventLoop:
             return False
         return True
 
-    def _linger(self, connection: _Connection) -> None:
+    def _linger(self, connection: Connection) -> None:
         """End the connection without a reply, but let the replies already sent arrive."""
         try:
             connection.sock.shutdown(socket.SHUT_WR)  # our end, after what is queued
@@ -318,7 +283,7 @@ class EventLoop:
         connection.lingering_until = time.monotonic() + LINGER_SECONDS
         connection.reader = protocol.RequestReader()  # what was buffered is not needed
 
-    def _protocol_error(self, connection: _Connection, error: protocol.ProtocolError) -> None:
+    def _protocol_error(self, connection: Connection, error: protocol.ProtocolError) -> None:
         if not self._stopping:  # at shutdown we cut requests ourselves
             logger.warning("closing %s without a reply: %s", connection.peer, error)
             self._observer.protocol_error(error.kind)
@@ -340,7 +305,7 @@ class EventLoop:
             return True
         return not self._connections
 
-    def _close(self, connection: _Connection) -> None:
+    def _close(self, connection: Connection) -> None:
         if connection.closed:
             return
         connection.closed = True
@@ -359,34 +324,4 @@ class EventLoop:
         self._listeners.clear()
         self._forget_listeners()
         self._selector.close()
-        with self._wake_lock:
-            os.close(self._wake_read)
-            os.close(self._wake_write)
-            self._wake_read, self._wake_write = -1, -1
-
-
-def _decide(
-    handler: Callable[[PolicyRequest], Decision | None] | None,
-    request: PolicyRequest,
-    error_action: str,
-) -> str | None:
-    """The handler's action (None if it has no answer yet); the error action if it raises."""
-    try:
-        decision = handler(request) if handler is not None else None
-    except Exception:
-        logger.exception(
-            "policy handler failed (client=%r instance=%r); answering %r",
-            request.client_address,
-            request.instance,
-            error_action,
-        )
-        return error_action
-    return None if decision is None else decision.action
-
-
-def _describe_peer(peer: object, address: ListenAddress) -> str:
-    """A peer for the logs: "192.0.2.1:4321", "[2001:db8::1]:4321" or the unix socket."""
-    if isinstance(peer, tuple):
-        host, port = peer[0], peer[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return str(address)  # unix clients have no name of their own
+        self._waker.close()

@@ -73,11 +73,6 @@ class RequestReader:
         self._count = 0
         self._size = 0
 
-    @property
-    def pending(self) -> bool:
-        """True when part of a request has arrived."""
-        return bool(self._buffer)
-
     def feed(self, data: bytes) -> None:
         """Add bytes received from the peer."""
         self._buffer += data

@@ -1,9 +1,10 @@
 """The policy server: its listening sockets, its event loop's thread, graceful shutdown.
 
 The serving itself is spfpolicy.wire.eventloop: one I/O thread for every connection, worker threads
-for requests that wait on DNS. It speaks the wire protocol through spfpolicy.wire.protocol and knows
-nothing of SPF or DNS: every request goes to callables PolicyRequest -> Decision, which
-set_handler() can swap on reload.
+for requests that wait on DNS. It speaks the wire protocol through spfpolicy.wire.protocol and
+knows nothing of SPF or DNS: every request goes to two callables, begin (on the I/O thread: a
+Decision, or a pending request) and complete (on a worker: pending -> Decision), which
+set_handlers() can swap on reload.
 """
 
 from __future__ import annotations
@@ -14,13 +15,22 @@ import threading
 import time
 from collections.abc import Sequence
 
-from spfpolicy.model import ListenAddress, ListenKind, NullObserver, Observer, SpfPolicyError
+from spfpolicy.model import (
+    Decision,
+    ListenAddress,
+    ListenKind,
+    NullObserver,
+    Observer,
+    SpfPolicyError,
+)
 from spfpolicy.wire import listeners
-from spfpolicy.wire.eventloop import CachedHandler, EventLoop, Handler, Handlers, Listener
+from spfpolicy.wire.connection import Listener
+from spfpolicy.wire.eventloop import EventLoop
+from spfpolicy.wire.phases import Begin, Complete, Handlers
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CachedHandler", "Handler", "PolicyServer"]
+__all__ = ["Begin", "Complete", "PolicyServer"]
 
 # How often serve_forever() looks whether shutdown() has finished.
 SERVE_POLL_INTERVAL = 0.2
@@ -36,9 +46,9 @@ class PolicyServer:
     def __init__(
         self,
         listen: Sequence[ListenAddress],
-        handler: Handler,
+        begin: Begin,
         *,
-        cached_handler: CachedHandler | None = None,
+        complete: Complete | None = None,
         max_connections: int = 4096,
         idle_timeout: float = 330.0,
         unix_mode: int = 0o666,
@@ -47,7 +57,7 @@ class PolicyServer:
         inherited_sockets: Sequence[socket.socket] = (),
     ) -> None:
         self._listen = tuple(listen)
-        self._handlers = Handlers(handler, cached_handler, error_action)
+        self._handlers = Handlers(begin, complete or _nothing_pending, error_action)
         self._max_connections = max_connections
         self._idle_timeout = idle_timeout
         self._unix_mode = unix_mode
@@ -72,15 +82,12 @@ class PolicyServer:
         """The addresses listened on, with port 0 resolved to the kernel's choice."""
         return [listener.address for listener in self._listeners]
 
-    def set_handler(
-        self,
-        handler: Handler,
-        error_action: str | None = None,
-        cached_handler: CachedHandler | None = None,
+    def set_handlers(
+        self, begin: Begin, complete: Complete | None = None, error_action: str | None = None
     ) -> None:
         """Answer every request from now on with these; open connections switch too."""
         error_action = self._handlers.error_action if error_action is None else error_action
-        self._handlers = Handlers(handler, cached_handler, error_action)
+        self._handlers = Handlers(begin, complete or _nothing_pending, error_action)
 
     def start(self) -> None:
         """Listen on every address and start the event loop; SpfPolicyError if one fails."""
@@ -178,3 +185,8 @@ class PolicyServer:
     def _remove_socket_files(self) -> None:
         for identity in self._created_files:
             listeners.remove_own_socket_file(identity)
+
+
+def _nothing_pending(pending: object) -> Decision:
+    """The complete step of a server whose begin always decides: reaching it is a bug."""
+    raise TypeError(f"begin() returned {pending!r}, and this server has no complete step")

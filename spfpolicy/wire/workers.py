@@ -34,12 +34,6 @@ class WorkerPool:
         self._serial = 0
         self._closed = False
 
-    @property
-    def size(self) -> int:
-        """Workers alive now."""
-        with self._lock:
-            return len(self._threads)
-
     def submit(self, job: Job) -> None:
         """Run job on a worker; jobs wait only when limit workers are all busy."""
         with self._lock:

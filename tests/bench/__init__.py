@@ -1,1 +1,1 @@
-"""The benchmark of issue 4: a synthetic DNS world, three contenders and a load driver."""
+"""Issue 4's benchmark (world and traffic in tests/support/); the hand-run fuzzer and soak."""

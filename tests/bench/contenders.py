@@ -2,7 +2,8 @@
 
 - spfpolicy: `python -m spfpolicy serve --config FILE`, the decision log on (level info) as in
   production, its stderr to a file. Extra config keys (the caches' switches and sizes) come in
-  as "section.key" settings, so a variant is one command-line option away.
+  as "section.key" settings, so a variant is one command-line option away. A baseline runs the
+  same way from another source tree (an older commit extracted somewhere), in the same venv.
 - dunno: the floor, tests/bench/dunno_server.py.
 - policyd-spf: Debian's postfix-policyd-spf-python, one process per connection under
   tests/bench/spawner.py (Postfix's spawn), on Debian's /usr/bin/python3.
@@ -69,6 +70,13 @@ class Contender:
     kind: Kind
     # spfpolicy: extra config keys ("dns.cache_size" -> 100000); policyd-spf: "dns_library".
     settings: Mapping[str, Any] = field(default_factory=dict)
+    # spfpolicy: the source tree whose spfpolicy package runs (a baseline); None: this checkout.
+    source: Path | None = None
+
+    @property
+    def root(self) -> Path:
+        """The directory it runs in, first on its PYTHONPATH."""
+        return self.source or REPO_ROOT
 
     @property
     def keeps_caches(self) -> bool:
@@ -100,6 +108,8 @@ class Running:
 
 def missing_requirement(contender: Contender) -> str | None:
     """Why `contender` cannot run on this machine, or None."""
+    if contender.source is not None and not (contender.source / "spfpolicy/__main__.py").is_file():
+        return f"{contender.source} has no spfpolicy package (spfpolicy/__main__.py)"
     if contender.kind is not Kind.POLICYD_SPF:
         return None
     if not (POLICYD_SPF.exists() and SYSTEM_PYTHON.exists()):
@@ -124,14 +134,14 @@ def running(contender: Contender, workdir: Path, dns_port: int) -> Iterator[Runn
     log_path = workdir / f"{contender.name}.log"
     command, port = _command(contender, workdir, dns_port)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(contender.root), env.get("PYTHONPATH")]))
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=log if port else subprocess.PIPE,  # no port yet: it prints READY <port>
             stderr=log,
-            cwd=REPO_ROOT,
+            cwd=contender.root,
             env=env,
             start_new_session=True,
         )

@@ -28,10 +28,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.bench.traffic import encode_all, generate_messages
-from tests.bench.world import build_world
 from tests.support.fixtures import REPO_ROOT, running_dns_server
 from tests.support.postfix import free_port
+from tests.support.traffic import encode_all, generate_messages
+from tests.support.world import build_world
 
 DASHBOARD = REPO_ROOT / "packaging" / "grafana" / "spfpolicy.json"
 SCRAPE_INTERVAL = 2  # seconds

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass
 
 import dns.message
 
-from tests.bench.world import build_world
-from tests.bench.zonebuilder import Zone
 from tests.support.fixtures import running_dns_server
+from tests.support.world import build_world
+from tests.support.zonebuilder import Zone
 
 EDNS_PAYLOAD = 1232  # what spfpolicy's resolver asks with
 MAX_IDS = 65536  # a DNS message ID is 16 bits

@@ -214,10 +214,11 @@ def machine() -> dict[str, Any]:
 
 def code_version(root: Path) -> dict[str, str]:
     """Which daemon was measured: the checkout's commit (read from .git, no git command) and a
-    hash of spfpolicy/*.py as they were, since the work tree may differ from the commit."""
+    hash of spfpolicy/**/*.py as they were, since the work tree may differ from the commit."""
     digest = hashlib.sha256()
-    for source in sorted((root / "spfpolicy").glob("*.py")):
-        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    package = root / "spfpolicy"
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
     return {"commit": _head_commit(root / ".git"), "spfpolicy_sha256": digest.hexdigest()[:16]}
 
 

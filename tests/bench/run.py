@@ -34,9 +34,9 @@ from tests.bench.contenders import (
 )
 from tests.bench.runs import run_contender
 from tests.bench.scenarios import Scenario, build_scenarios
-from tests.bench.traffic import Message, generate_messages
-from tests.bench.world import World, build_world
 from tests.support.fixtures import REPO_ROOT
+from tests.support.traffic import Message, generate_messages
+from tests.support.world import World, build_world
 
 DEFAULT_CONTENDERS = (Kind.SPFPOLICY, Kind.DUNNO, Kind.POLICYD_SPF)
 QUICK = {  # --quick: under a minute, for checking that everything works
@@ -79,6 +79,14 @@ def _what_to_run(add: Callable[..., Any]) -> None:
         default=[],
         metavar="NAME:SECTION.KEY=VALUE[,...]",
         help="one more spfpolicy contender with these settings (repeat)",
+    )
+    add(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="one more spfpolicy contender running the spfpolicy package of the source tree"
+        " at PATH, e.g. an older commit extracted there, with the same settings (repeat)",
     )
     add(
         "--policyd-spf-dns",
@@ -125,7 +133,7 @@ def _how_much(add: Callable[..., Any]) -> None:
 
 
 def contenders_of(arguments: argparse.Namespace) -> list[Contender]:
-    """The contenders named on the command line, spfpolicy variants last."""
+    """The contenders named on the command line, then spfpolicy variants, then baselines."""
     main_settings = dict(_setting(text) for text in arguments.set)
     found = []
     for name in arguments.contenders.split(","):
@@ -140,6 +148,15 @@ def contenders_of(arguments: argparse.Namespace) -> list[Contender]:
         name, _, settings = variant.partition(":")
         pairs = dict(_setting(text) for text in settings.split(",") if text)
         found.append(Contender(name, Kind.SPFPOLICY, {**main_settings, **pairs}))
+    for baseline in arguments.baseline:
+        name, equals, path = baseline.partition("=")
+        if not (equals and name and path):
+            raise SystemExit(f"bad baseline {baseline!r}: expected NAME=PATH")
+        source = Path(path).expanduser().resolve()
+        found.append(Contender(name, Kind.SPFPOLICY, main_settings, source=source))
+    names = [contender.name for contender in found]
+    if len(set(names)) < len(names):
+        raise SystemExit(f"contender names must differ: {', '.join(names)}")
     return found
 
 
@@ -259,9 +276,7 @@ def _skeleton(
         "arguments": {key: str(value) for key, value in vars(arguments).items()},
         "machine": report.machine(),
         "code": report.code_version(REPO_ROOT),
-        "contenders": [
-            {"name": c.name, "kind": c.kind.value, "settings": dict(c.settings)} for c in contenders
-        ],
+        "contenders": [_described(contender) for contender in contenders],
         "world": {
             "domains": len(world.domains),
             "names": len(world.zone),
@@ -270,6 +285,19 @@ def _skeleton(
         "traffic": traffic_profile(sample),
         "runs": [],
     }
+
+
+def _described(contender: Contender) -> dict[str, Any]:
+    """A contender in the results; a baseline with the version of its source tree."""
+    described = {
+        "name": contender.name,
+        "kind": contender.kind.value,
+        "settings": dict(contender.settings),
+    }
+    if contender.source is not None:
+        described["source"] = str(contender.source)
+        described["code"] = report.code_version(contender.source)
+    return described
 
 
 def traffic_profile(messages: Sequence[Message]) -> dict[str, Any]:

@@ -90,6 +90,7 @@ def _record(
         "contender": contender.name,
         "kind": contender.kind.value,
         "settings": dict(contender.settings),
+        "source": str(contender.root),
         "connections": scenario.connections,
         "load": asdict(measured),
         "warmup": asdict(load.warmup) if load.warmup else None,

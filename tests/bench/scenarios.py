@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from tests.bench import report
 from tests.bench.load import Limit
-from tests.bench.traffic import Message, encode_all, generate_messages
-from tests.bench.world import DomainKind, World
+from tests.support.traffic import Message, encode_all, generate_messages
+from tests.support.world import DomainKind, World
 
 REQUESTS_PER_MESSAGE = 1.5  # a little below the traffic's mean: enough messages for the limit
 

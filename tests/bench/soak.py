@@ -2,18 +2,19 @@
 
     .venv/bin/python -m tests.bench.soak --minutes 30
 
-It builds the benchmark world (world.py) and serves it from two DNS servers (soakdns.py), one
-answering at once and one `--dns-delay` late, where every `--servfail-every`th sender domain
-answers SERVFAIL and the world's timing-out domains never answer. It starts spfpolicy the way
-the benchmark does (contenders.py: its own process, the decision log on, to a file) with its
-exporter on a free port, and drives `--connections` persistent connections with the benchmark's
-traffic (traffic.py, `--timeout-share` of messages from dead domains) back to back from a
-process of its own (load.py), every message under a new instance. Every `--reload-seconds` it
-rewrites the config (the header type alternates; every `--slow-every`th config points at the
-slow server, which makes the reload build a new resolver and cache) and sends SIGHUP. Every
-`--sample-seconds` it samples the daemon's RSS, threads and open fds and a few of its metrics
-(soaksample.py) and prints a row; at the end it says whether each stayed flat, and writes all
-of it as JSON. Exit status: 0 flat, 1 something grew, 130 interrupted.
+It builds the benchmark world (tests/support/world.py) and serves it from two DNS servers
+(soakdns.py), one answering at once and one `--dns-delay` late, where every `--servfail-every`th
+sender domain answers SERVFAIL and the world's timing-out domains never answer. It starts
+spfpolicy the way the benchmark does (contenders.py: its own process, the decision log on, to a
+file) with its exporter on a free port, and drives `--connections` persistent connections with
+the benchmark's traffic (tests/support/traffic.py, `--timeout-share` of messages from dead
+domains) back to back from a process of its own (load.py), every message under a new instance.
+Every `--reload-seconds` it rewrites the config (the header type alternates; every
+`--slow-every`th config points at the slow server, which makes the reload build a new resolver
+and cache) and sends SIGHUP. Every `--sample-seconds` it samples the daemon's RSS, threads and
+open fds and a few of its metrics (soaksample.py) and prints a row; at the end it says whether
+each stayed flat, and writes all of it as JSON. Exit status: 0 flat, 1 something grew, 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ from tests.bench import report, soakdns, soaksample
 from tests.bench.contenders import Contender, Kind, free_port, running, spfpolicy_config
 from tests.bench.load import Driver, Limit
 from tests.bench.summary import Summary, summarise
-from tests.bench.traffic import Message, encode_message, generate_messages
-from tests.bench.world import COMMON_KINDS, TOP_RANKS, World, build_world
 from tests.support.fixtures import REPO_ROOT
+from tests.support.traffic import Message, encode_message, generate_messages
+from tests.support.world import COMMON_KINDS, TOP_RANKS, World, build_world
 
 MESSAGES = 20_000  # distinct messages; the traffic cycles through them, new instances each pass
 REPLY_TIMEOUT = 60.0  # seconds: far beyond the time budget, so a late reply is a real error

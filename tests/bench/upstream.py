@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tests.bench.dnsload import measure, prime, prime_questions, query_wire, world_questions
-from tests.bench.zonebuilder import Zone
 from tests.support.fixtures import running_dns_server
+from tests.support.zonebuilder import Zone
 
 CAPACITY_QUERIES = 20_000
 CAPACITY_WINDOW = 50  # like 50 connections each waiting for one answer

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from tests.bench.zonebuilder import Host, Zone, ZoneBuilder, outsider, provider
+from tests.support.zonebuilder import Host, Zone, ZoneBuilder, outsider, provider
 
 DEFAULT_DOMAINS = 5000
 DEFAULT_SEED = 4

@@ -13,8 +13,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tests.bench.world import DomainKind, SenderDomain, World
-from tests.bench.zonebuilder import Host
+from tests.support.world import DomainKind, SenderDomain, World
+from tests.support.zonebuilder import Host
 
 ZIPF_EXPONENT = 1.0  # s of the Zipf law: the top domain sends ~1/9 of the mail of 5000
 UNAUTHORISED_SHARE = 0.2  # messages from outsiders

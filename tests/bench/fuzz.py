@@ -3,12 +3,13 @@
     .venv/bin/python -m tests.bench.fuzz --minutes 10 [--seed N] [--workdir DIR]
 
 It starts a DNS server on loopback (tests/support/socketfuzz.ZONE) and the daemon
-(`python -m spfpolicy serve`) on a free loopback port, then sends case after case: a recorded
-session from tests/wire/ mutated (tests/bench/fuzzmutate.py), in random pieces, ended a random
-way (read every reply, close at once, reset). After every case it checks the invariants of
-tests/test_fuzz_socket.py: the replies read are clean and as many as the requests the protocol
-can read from the bytes; a good request on a new connection still gets its real answer; the
-daemon's threads and descriptors are back within the baseline; its log gained no traceback.
+(`python -m spfpolicy serve`) on a free loopback port, then sends case after case: a
+recorded session from tests/wire/golden/ mutated (tests/bench/fuzzmutate.py), in random pieces,
+ended a random way (read every reply, close at once, reset). After every case it checks the
+invariants of tests/wire/test_fuzz_socket.py: the replies read are clean and as many as the
+requests the protocol can read from the bytes; a good request on a new connection still gets
+its real answer; the daemon's threads and descriptors are back within the baseline; its log
+gained no traceback.
 
 A case that breaks one is a finding: its bytes go to WORKDIR/findings/, and a daemon that no
 longer answers is restarted so the run goes on. It stops after --minutes (or Ctrl-C) and prints

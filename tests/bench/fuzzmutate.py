@@ -1,6 +1,6 @@
 """Mutations of recorded Postfix requests, for the hand-run socket fuzzer (tests/bench/fuzz.py).
 
-Each mutation takes the bytes of a recorded smtpd session (tests/wire/*.request) and a seeded
+Each mutation takes the bytes of a recorded smtpd session (tests/wire/golden/*.request) and a seeded
 random.Random, and returns new bytes: a flipped byte, hostile bytes where a value was, a line
 cut, repeated or taken from another session, the empty line dropped, a request pipelined many
 times. Several are applied in a row, so that cases range from nearly right to pure garbage.
@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-WIRE = Path(__file__).resolve().parents[1] / "wire"
+WIRE = Path(__file__).resolve().parents[1] / "wire" / "golden"
 
 # What an attacker (or a broken client) puts where a value should be.
 HOSTILE = [

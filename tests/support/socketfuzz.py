@@ -1,6 +1,6 @@
 """Hostile clients for the policy socket, and the invariants a server must keep under them.
 
-Shared by tests/test_fuzz_socket.py and the hand-run fuzzer tests/bench/fuzz.py. A client
+Shared by tests/wire/test_fuzz_socket.py and the hand-run fuzzer tests/bench/fuzz.py. A client
 sends bytes in pieces of any size and then ends the conversation one of several ways (reads the
 replies, closes at once, resets the connection); the checks read the replies' bytes, and the
 server's threads, open descriptors and log.

@@ -1,12 +1,12 @@
 """Golden wire tests: recorded requests replayed through the real server and the real service.
 
-Each tests/wire/NAME.request holds the bytes an smtpd process sends on one connection; NAME.reply
-holds the exact bytes the daemon must answer before the connection ends (a malformed request
-ends it without a reply; garbage-closes ends with one, so that the close is a clean FIN). Every
-file is replayed in writes of 4096, 16 and 1 bytes: the answers may not depend on how the bytes
-arrive. The server and service are wired by cli as the daemon wires them, the caches included,
-and each file is replayed once more after other messages warmed them: answered from the caches
-on the I/O thread, the replies must be the same bytes.
+Each tests/wire/golden/NAME.request holds the bytes an smtpd process sends on one connection;
+NAME.reply holds the exact bytes the daemon must answer before the connection ends (a malformed
+request ends it without a reply; garbage-closes ends with one, so that the close is a clean
+FIN). Every file is replayed in writes of 4096, 16 and 1 bytes: the answers may not depend on
+how the bytes arrive. The server and service are wired by cli as the daemon wires them, the
+caches included, and each file is replayed once more after other messages warmed them:
+answered from the caches on the I/O thread, the replies must be the same bytes.
 Set SPFPOLICY_REGENERATE_GOLDEN=1 to rewrite the .reply files after a deliberate change, then
 read the diff.
 """
@@ -27,7 +27,7 @@ from spfpolicy.resolver.answers import DnsFailure
 from spfpolicy.wire.server import PolicyServer
 from tests.support.fakedns import FakeResolver
 
-WIRE = Path(__file__).with_name("wire")
+WIRE = Path(__file__).with_name("golden")
 CASES = sorted(path.stem for path in WIRE.glob("*.request"))
 REGENERATE = os.environ.get("SPFPOLICY_REGENERATE_GOLDEN") == "1"
 

@@ -23,7 +23,7 @@ import spf
 
 pytestmark = pytest.mark.unit
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 def _module_importing_pyspf() -> str:

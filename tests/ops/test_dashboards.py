@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +14,9 @@ from prometheus_client import generate_latest
 from spfpolicy.model import Decision, Disposition, Identity, SpfOutcome, SpfResult
 from spfpolicy.ops.metrics import PrometheusObserver
 from tests.conftest import require_tool
+from tests.support.fixtures import REPO_ROOT
 
-PACKAGING = Path(__file__).parent.parent / "packaging"
+PACKAGING = REPO_ROOT / "packaging"
 DASHBOARD = PACKAGING / "grafana" / "spfpolicy.json"
 RULES = PACKAGING / "prometheus" / "spfpolicy.rules.yml"
 RULE_TESTS = PACKAGING / "prometheus" / "spfpolicy.rules.test.yml"

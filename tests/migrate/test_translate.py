@@ -23,7 +23,7 @@ from spfpolicy.migrate.policydspf import OPTIONS, parse
 from spfpolicy.migrate.translate import migrate
 from spfpolicy.model import Verdict
 
-DATA = Path(__file__).parent / "data" / "policyd-spf"
+DATA = Path(__file__).parents[1] / "data" / "policyd-spf"
 ACCEPT, REJECT, DEFER = Verdict.ACCEPT, Verdict.REJECT, Verdict.DEFER
 
 

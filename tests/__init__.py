@@ -1,0 +1,1 @@
+"""spfpolicy's tests: tests/<layer>/test_<module>.py for spfpolicy/<layer>/<module>.py."""

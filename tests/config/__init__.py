@@ -1,0 +1,1 @@
+"""Tests of spfpolicy.config, by module."""

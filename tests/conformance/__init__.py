@@ -1,0 +1,1 @@
+"""Tests of the RFC 7208 test suite through the wire."""

@@ -60,6 +60,7 @@ def test_check_shows_results_header_and_action(
     assert out[-2:] == ["header: (none)", "action=DUNNO"]
 
 
+@pytest.mark.daemon
 def test_serve_with_a_bad_config_exits_1_with_the_reason(tmp_path: Path) -> None:
     path = write(tmp_path, '[server]\nlisten = ["inet:127.0.0.1:99999"]\n')
     done = subprocess.run(
@@ -73,6 +74,7 @@ def test_serve_with_a_bad_config_exits_1_with_the_reason(tmp_path: Path) -> None
     assert f"{path}: server.listen:" in done.stderr
 
 
+@pytest.mark.daemon
 def test_serve_on_a_busy_port_exits_1_naming_the_address(tmp_path: Path) -> None:
     import socket
 
@@ -101,6 +103,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--ip" in capsys.readouterr().err
 
 
+@pytest.mark.daemon
 def test_check_against_a_real_dns_server(tmp_path: Path) -> None:
     """`spfpolicy check` as an administrator runs it: results, DNS, header and action line."""
     from tests.support.fixtures import running_dns_server

@@ -15,6 +15,8 @@ import pytest
 
 from tests.support.fixtures import REPO_ROOT, ask, running_dns_server
 
+pytestmark = pytest.mark.daemon
+
 ZONE = {
     "sender.example": [{"TXT": "v=spf1 ip4:192.0.2.0/24 -all"}],
     "slow.example": ["TIMEOUT"],

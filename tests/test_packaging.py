@@ -224,6 +224,7 @@ def test_the_command_page_has_every_exit_code() -> None:
         assert f".TP\n.B {code}\n" in exit_status, f"{COMMAND_PAGE.name}: exit code {code}"
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("page", MAN_PAGES, ids=lambda page: page.name)
 def test_man_renders_without_warnings(page: Path) -> None:
     man = require_tool("man", "man-db")
@@ -240,6 +241,7 @@ def test_man_renders_without_warnings(page: Path) -> None:
     assert "SEE ALSO" in re.sub(".\x08", "", done.stdout)  # without the overstrike of bold
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("page", MAN_PAGES, ids=lambda page: page.name)
 def test_groff_finds_nothing_to_warn_about(page: Path) -> None:
     groff = require_tool("groff", "groff-base")

@@ -32,6 +32,8 @@ from tests.support.fixtures import (
     running_policy_daemon,
 )
 
+pytestmark = pytest.mark.daemon
+
 ZONE = {"sender.example": [{"TXT": "v=spf1 ip4:192.0.2.0/24 -all"}]}  # the client fails
 CONNECTIONS = 10
 RELOADS = 12

@@ -32,6 +32,7 @@ def installed_units(tmp_path: Path) -> list[Path]:
     return paths
 
 
+@pytest.mark.system
 def test_units_verify(tmp_path: Path) -> None:
     analyze = require_tool("systemd-analyze", "systemd")
     done = subprocess.run(
@@ -45,6 +46,7 @@ def test_units_verify(tmp_path: Path) -> None:
     assert done.stderr.strip() == ""
 
 
+@pytest.mark.system
 def test_service_exposure_is_low() -> None:
     analyze = require_tool("systemd-analyze", "systemd")
     done = subprocess.run(
@@ -94,6 +96,7 @@ def test_listen_sockets_ignores_what_is_not_for_us(environ: dict[str, str], coun
     assert env == {}  # never passed on to children
 
 
+@pytest.mark.daemon
 def test_notifier_sends_datagrams(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
         manager.bind(str(tmp_path / "notify"))
@@ -110,6 +113,7 @@ def test_notifier_sends_datagrams(tmp_path: Path) -> None:
     assert messages[2] == "STOPPING=1"
 
 
+@pytest.mark.daemon
 def test_notifier_reaches_an_abstract_socket() -> None:
     name = f"spfpolicy-test-{os.getpid()}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
@@ -119,6 +123,7 @@ def test_notifier_reaches_an_abstract_socket() -> None:
         assert manager.recv(100) == b"STOPPING=1"
 
 
+@pytest.mark.daemon
 def test_a_vanished_manager_is_logged_not_raised(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

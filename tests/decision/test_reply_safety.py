@@ -353,6 +353,7 @@ def request_line_bytes(request: PolicyRequest) -> bytes:
     return (lines + "\n").encode("utf-8", "surrogatepass")
 
 
+@pytest.mark.daemon
 def test_wire_replies_are_one_allowed_line(
     wire_server: tuple[PolicyServer, list[PolicyService]],
 ) -> None:

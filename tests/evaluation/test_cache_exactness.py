@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from spfpolicy.decision.deciding import is_checkable_helo
 from spfpolicy.evaluation.caches import ExpiringCache, ResultCache
 from spfpolicy.evaluation.evaluator import SpfEvaluator
@@ -20,6 +22,8 @@ from spfpolicy.resolver.stub import StubResolver
 from tests.support.fixtures import running_dns_server
 from tests.support.traffic import generate_messages
 from tests.support.world import build_world
+
+pytestmark = pytest.mark.daemon
 
 DOMAINS = 300
 MESSAGES = 1200

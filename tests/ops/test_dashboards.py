@@ -116,6 +116,7 @@ def test_rules_cover_the_failures_that_matter() -> None:
     }
 
 
+@pytest.mark.system
 def test_promtool_checks_the_rules() -> None:
     promtool = require_tool("promtool", "prometheus")
     done = subprocess.run(
@@ -129,6 +130,7 @@ def test_promtool_checks_the_rules() -> None:
     assert "SUCCESS: 8 rules found" in done.stdout
 
 
+@pytest.mark.system
 def test_promtool_proves_alerts_fire() -> None:
     promtool = require_tool("promtool", "prometheus")
     done = subprocess.run(

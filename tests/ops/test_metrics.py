@@ -194,6 +194,7 @@ def request(client: str, sender: str, sasl: str = "") -> bytes:
     ).encode()
 
 
+@pytest.mark.daemon
 def test_live_scrape_counts_what_happened(live: LiveDaemon) -> None:
     assert live.ask(request("192.0.2.1", "u@sender.example")).startswith(b"action=PREPEND ")
     assert live.ask(request("203.0.113.9", "u@sender.example")).startswith(b"action=550 ")
@@ -229,6 +230,7 @@ def test_live_scrape_counts_what_happened(live: LiveDaemon) -> None:
                 assert not re.fullmatch(r"[0-9a-f.:]+", value) or value == "0.1.0", value
 
 
+@pytest.mark.daemon
 def test_healthz_and_unknown_paths(live: LiveDaemon) -> None:
     assert live.get("/healthz") == (200, "ok\n")
     status, body = live.get("/nothing")
@@ -236,6 +238,7 @@ def test_healthz_and_unknown_paths(live: LiveDaemon) -> None:
     assert "/metrics" in body
 
 
+@pytest.mark.system
 def test_promtool_accepts_a_live_scrape(live: LiveDaemon) -> None:
     promtool = require_tool("promtool", "prometheus")
     live.ask(request("192.0.2.1", "u@sender.example"))
@@ -252,6 +255,7 @@ def test_promtool_accepts_a_live_scrape(live: LiveDaemon) -> None:
     assert checked.stdout.strip() == "", checked.stdout  # no lint warnings either
 
 
+@pytest.mark.daemon
 def test_a_busy_metrics_port_stops_start_up_with_the_reason(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -31,6 +31,8 @@ from tests.support.faultydns import Fault, FaultyDnsServer, Rule
 from tests.support.fixtures import ask, connect_unix, running_policy_daemon
 from tests.support.phases import handle
 
+pytestmark = pytest.mark.daemon
+
 BUDGET = 2.0  # [spf] time_budget of every configuration here
 MARGIN = 1.0  # what a loaded machine may add to the budget: past it, something held on
 QUERY_TIMEOUT = 1.0  # [dns] query_timeout, unless a case says otherwise

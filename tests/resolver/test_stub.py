@@ -43,6 +43,7 @@ def soon() -> float:
     return time.monotonic() + 5.0
 
 
+@pytest.mark.daemon
 @pytest.mark.parametrize(
     ("name", "rdtype", "records"),
     [
@@ -91,17 +92,20 @@ def test_answers(
     assert answer.ttl == 120
 
 
+@pytest.mark.daemon
 def test_zero_string_txt_is_kept_beside_the_good_one(dns_port: int) -> None:
     answer = resolver(dns_port).query("zero.example", "TXT", soon())
     assert sorted(r.value for r in answer.records) == [(), (b"v=spf1 +all",)]  # type: ignore[type-var]
 
 
+@pytest.mark.daemon
 def test_truncated_answer_is_retried_over_tcp(dns_port: int) -> None:
     answer = resolver(dns_port).query("big.example", "TXT", soon())
     assert len(answer.records) == 1
     assert b"".join(answer.records[0].value).endswith(b"ip4:192.0.2.59 -all")  # type: ignore[arg-type]
 
 
+@pytest.mark.daemon
 @pytest.mark.parametrize(
     ("name", "rdtype", "rcode"),
     [("nx.example", "TXT", "NXDOMAIN"), ("mx.sender.example", "TXT", "NOERROR")],
@@ -114,6 +118,7 @@ def test_negative_answers_are_empty_with_the_soa_ttl(
     assert answer == DnsAnswer((), 120.0, rcode)
 
 
+@pytest.mark.daemon
 def test_a_silent_server_is_a_timeout_within_the_query_timeout(dns_port: int) -> None:
     started = time.monotonic()
     with pytest.raises(DnsError) as raised:
@@ -122,6 +127,7 @@ def test_a_silent_server_is_a_timeout_within_the_query_timeout(dns_port: int) ->
     assert time.monotonic() - started < 2.0
 
 
+@pytest.mark.daemon
 def test_the_deadline_cuts_a_query_short(dns_port: int) -> None:
     started = time.monotonic()
     with pytest.raises(DnsError) as raised:
@@ -135,6 +141,7 @@ def test_a_spent_deadline_asks_nothing(dns_port: int) -> None:
         resolver(dns_port).query("sender.example", "A", time.monotonic() - 1)
 
 
+@pytest.mark.daemon
 def test_a_dead_nameserver_fails_over_to_the_next(dns_port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as unused:
         unused.bind(("127.0.0.2", 0))

@@ -189,6 +189,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         assert "Traceback" not in Path(log).read_text()
 
 
+@pytest.mark.daemon
 @pytest.mark.parametrize(
     ("client", "helo", "expected"),
     [

@@ -27,6 +27,8 @@ from tests.support.fixtures import (
     running_policy_daemon,
 )
 
+pytestmark = pytest.mark.daemon
+
 BUDGET = 2.0  # [spf] time_budget, seconds
 # Scheduling on a loaded two-core machine; far below a second budget, so a request that spent
 # the budget twice (once per identity or per step) fails.

@@ -26,6 +26,8 @@ from spfpolicy.wire.server import PolicyServer
 from tests.support.fakedns import FakeResolver
 from tests.support.fixtures import ask
 
+pytestmark = pytest.mark.daemon
+
 ZONE = {"sender.example": ["TXT v=spf1 ip4:192.0.2.0/24 -all"]}
 CLIENT_TIMEOUT = 10.0  # no test may hang on a server that fails to answer
 

@@ -114,6 +114,7 @@ ANSWERS = [
 ]
 
 
+@pytest.mark.daemon
 @pytest.mark.parametrize(("qname", "rdtype", "records"), ANSWERS)
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
 def test_answer(port: int, qname: str, rdtype: str, records: set[str], tcp: bool) -> None:
@@ -168,6 +169,7 @@ SILENT = [
 ]
 
 
+@pytest.mark.daemon
 @pytest.mark.parametrize(("qname", "rdtype"), SILENT)
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
 def test_timeout_gets_no_reply(port: int, qname: str, rdtype: str, tcp: bool) -> None:
@@ -191,6 +193,7 @@ def test_zero_string_txt_is_a_record_with_empty_rdata(port: int) -> None:
     assert rdata.to_wire() == b""
 
 
+@pytest.mark.daemon
 @pytest.mark.parametrize(
     ("qname", "strings"),
     [
@@ -249,6 +252,7 @@ def test_cname_loop_is_answered_as_far_as_it_goes(
     assert ask(port, "a.example", "A").answer, "the server still answers after a loop"
 
 
+@pytest.mark.daemon
 @pytest.mark.parametrize(
     ("qname", "kinds"),
     [
@@ -268,6 +272,7 @@ def test_big_answer_is_truncated_over_udp(port: int) -> None:
     assert response.edns == -1
 
 
+@pytest.mark.daemon
 def test_big_answer_is_whole_over_tcp(port: int) -> None:
     response = ask(port, "big.example", "TXT", tcp=True)
     assert not response.flags & dns.flags.TC
@@ -301,6 +306,7 @@ def test_reply_echoes_id_and_question(port: int) -> None:
     ]
 
 
+@pytest.mark.daemon
 def test_several_queries_on_one_tcp_connection(port: int) -> None:
     with socket.create_connection((SERVER, port), timeout=QUERY_TIMEOUT) as connection:
         for qname in ("a.example", "txt.example", "missing.example"):
@@ -340,6 +346,7 @@ def test_every_suite_zone_loads() -> None:
         Zone.from_zonedata(scenario["zonedata"])
 
 
+@pytest.mark.daemon
 def test_start_up_error_quotes_the_servers_stderr() -> None:
     with pytest.raises(ServerProcessError, match="expected a list of entries"):  # noqa: SIM117
         with running_dns_server({"bad.example": {"A": "192.0.2.1"}}):
@@ -350,6 +357,7 @@ DELAY = 0.2
 CONCURRENT_QUERIES = 20
 
 
+@pytest.mark.daemon
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
 def test_delay_holds_each_reply_back_without_serialising(tcp: bool) -> None:
     """--delay: every reply comes no sooner than the delay, and all of them at about the same

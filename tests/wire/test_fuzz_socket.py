@@ -288,6 +288,7 @@ CASES = {
 }
 
 
+@pytest.mark.daemon
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_hostile_case(target: Target, case: Case) -> None:
     data = converse(target.address, case.payload, piece=case.piece, ending=case.ending)
@@ -300,6 +301,7 @@ def test_hostile_case(target: Target, case: Case) -> None:
     target.check_healthy()
 
 
+@pytest.mark.daemon
 def test_idle_connections_opened_and_dropped(target: Target) -> None:
     """A burst of connections that send nothing and vanish, half by reset."""
     clients = [socketfuzz.connect(target.address) for _ in range(CONCURRENCY)]
@@ -313,6 +315,7 @@ def test_idle_connections_opened_and_dropped(target: Target) -> None:
 PIPELINED = 2000  # requests in one write: a whole burst answered from what is known
 
 
+@pytest.mark.daemon
 @pytest.mark.parametrize(
     "one_request",
     [
@@ -343,6 +346,7 @@ def test_a_pipelined_burst_is_answered_in_full(
         target.check_healthy()
 
 
+@pytest.mark.daemon
 @pytest.mark.parametrize(
     ("payload", "expected"),
     [
@@ -411,6 +415,7 @@ _CONVERSATION = st.tuples(
 )
 
 
+@pytest.mark.daemon
 def test_random_conversations(target: Target) -> None:
     ran: list[bytes] = []
 
@@ -436,6 +441,7 @@ def test_random_conversations(target: Target) -> None:
     assert len(ran) >= PROPERTY_EXAMPLES
 
 
+@pytest.mark.daemon
 def test_the_daemon_log_is_the_one_checked(daemon: Target) -> None:
     """The traceback check reads the daemon's real log: its decision lines are there."""
     assert "decision " in daemon.log()

@@ -71,6 +71,7 @@ def replay(server: PolicyServer, request: bytes, write_size: int) -> bytes:
     return bytes(received)
 
 
+@pytest.mark.daemon
 @pytest.mark.parametrize("write_size", [4096, 16, 1])
 @pytest.mark.parametrize("case", CASES)
 def test_golden_reply(server: PolicyServer, case: str, write_size: int) -> None:
@@ -82,6 +83,7 @@ def test_golden_reply(server: PolicyServer, case: str, write_size: int) -> None:
     assert reply == golden.read_bytes()
 
 
+@pytest.mark.daemon
 @pytest.mark.parametrize("case", CASES)
 def test_golden_reply_from_warm_caches(server: PolicyServer, case: str) -> None:
     request = (WIRE / f"{case}.request").read_bytes()

@@ -230,6 +230,7 @@ def listen_spec(request: pytest.FixtureRequest, socket_dir: str) -> str:
     return spec
 
 
+@pytest.mark.daemon
 def test_persistent_connection_answers_in_order(
     make_server: MakeServer, connect: Connect, listen_spec: str
 ) -> None:
@@ -247,6 +248,7 @@ GOLDEN_REPLIES = (
 )
 
 
+@pytest.mark.daemon
 @pytest.mark.parametrize("piece", [4096, 16, 1], ids=["4096-bytes", "16-bytes", "1-byte"])
 def test_read_sizes_give_identical_replies(
     make_server: MakeServer, connect: Connect, listen_spec: str, piece: int
@@ -265,6 +267,7 @@ def test_read_sizes_give_identical_replies(
     assert received == GOLDEN_REPLIES
 
 
+@pytest.mark.daemon
 @pytest.mark.parametrize(
     ("garbage", "kind"),
     [
@@ -290,6 +293,7 @@ def test_protocol_error_closes_without_reply(
     assert exchange(good, rcpt("a@one.example")) == reply_for("a@one.example")
 
 
+@pytest.mark.daemon
 def test_eof_mid_request_is_a_protocol_error(make_server: MakeServer, connect: Connect) -> None:
     observer = RecordingObserver()
     server = make_server(observer=observer)
@@ -300,6 +304,7 @@ def test_eof_mid_request_is_a_protocol_error(make_server: MakeServer, connect: C
     assert wait_until(lambda: ("protocol_error", "eof_mid_request") in observer.events)
 
 
+@pytest.mark.daemon
 def test_observer_sees_connections_and_requests(make_server: MakeServer, connect: Connect) -> None:
     observer = RecordingObserver()
     server = make_server(observer=observer)
@@ -316,6 +321,7 @@ def test_observer_sees_connections_and_requests(make_server: MakeServer, connect
     ]
 
 
+@pytest.mark.daemon
 def test_handler_exception_answers_error_action(
     make_server: MakeServer, connect: Connect, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -327,12 +333,14 @@ def test_handler_exception_answers_error_action(
     assert exchange(client, rcpt("a@one.example")) == reply_for("a@one.example")
 
 
+@pytest.mark.daemon
 def test_hostile_action_text_stays_one_line(make_server: MakeServer, connect: Connect) -> None:
     server = make_server(handler=lambda _: Decision(Disposition.ACCEPT, "DUNNO\n\naction=OK"))
     client = connect(server.addresses[0])
     assert exchange(client, rcpt("a@one.example")) == b"action=DUNNO  action=OK\n\n"
 
 
+@pytest.mark.daemon
 def test_max_connections_refuses_extra_connection(
     make_server: MakeServer, connect: Connect
 ) -> None:
@@ -355,6 +363,7 @@ def test_max_connections_refuses_extra_connection(
     assert wait_until(a_new_connection_is_served)
 
 
+@pytest.mark.daemon
 def test_idle_timeout_closes_idle_connection(make_server: MakeServer, connect: Connect) -> None:
     server = make_server(idle_timeout=0.2)
     client = connect(server.addresses[0])
@@ -364,6 +373,7 @@ def test_idle_timeout_closes_idle_connection(make_server: MakeServer, connect: C
     assert 0.15 < time.monotonic() - started < PROMPTLY
 
 
+@pytest.mark.daemon
 def test_shutdown_finishes_in_flight_request_and_closes_idle(
     make_server: MakeServer, connect: Connect
 ) -> None:
@@ -395,6 +405,7 @@ def test_shutdown_finishes_in_flight_request_and_closes_idle(
     assert not server_threads()
 
 
+@pytest.mark.daemon
 def test_shutdown_cuts_requests_still_running_after_grace(
     make_server: MakeServer, connect: Connect
 ) -> None:
@@ -416,6 +427,7 @@ def test_shutdown_cuts_requests_still_running_after_grace(
     assert not server_threads()
 
 
+@pytest.mark.daemon
 def test_shutdown_is_idempotent_and_stops_listening(make_server: MakeServer) -> None:
     server = make_server()
     address = server.addresses[0]
@@ -427,6 +439,7 @@ def test_shutdown_is_idempotent_and_stops_listening(make_server: MakeServer) -> 
         server.start()
 
 
+@pytest.mark.daemon
 def test_serve_forever_returns_after_shutdown_from_another_thread(make_server: MakeServer) -> None:
     server = make_server()
     timer = threading.Timer(0.1, server.shutdown)
@@ -437,6 +450,7 @@ def test_serve_forever_returns_after_shutdown_from_another_thread(make_server: M
     assert time.monotonic() - started < PROMPTLY
 
 
+@pytest.mark.daemon
 @pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="signals need the main thread"
 )
@@ -457,6 +471,7 @@ def test_shutdown_from_signal_handler_during_serve_forever(
     assert closed_by_server(client)
 
 
+@pytest.mark.daemon
 @pytest.mark.parametrize("mode", [0o666, 0o660, 0o600], ids=["0666", "0660", "0600"])
 def test_unix_socket_mode_and_cleanup(make_server: MakeServer, socket_dir: str, mode: int) -> None:
     path = f"{socket_dir}/policy.sock"
@@ -468,6 +483,7 @@ def test_unix_socket_mode_and_cleanup(make_server: MakeServer, socket_dir: str, 
     assert not os.path.exists(path)
 
 
+@pytest.mark.daemon
 def test_stale_unix_socket_is_replaced(
     make_server: MakeServer, connect: Connect, socket_dir: str
 ) -> None:
@@ -491,6 +507,7 @@ def test_unix_path_that_is_not_a_socket_is_left_alone(
         assert existing.read() == "precious\n"
 
 
+@pytest.mark.daemon
 def test_live_unix_socket_is_not_taken_over(make_server: MakeServer, socket_dir: str) -> None:
     path = f"{socket_dir}/policy.sock"
     make_server(listen=(f"unix:{path}",))
@@ -501,6 +518,7 @@ def test_live_unix_socket_is_not_taken_over(make_server: MakeServer, socket_dir:
     assert stat.S_ISSOCK(os.lstat(path).st_mode)
 
 
+@pytest.mark.daemon
 def test_address_in_use_names_the_address(make_server: MakeServer, socket_dir: str) -> None:
     taken = make_server().addresses[0]
     unix_path = f"{socket_dir}/first.sock"
@@ -511,6 +529,7 @@ def test_address_in_use_names_the_address(make_server: MakeServer, socket_dir: s
     assert not os.path.exists(unix_path), "what was opened before the failure is cleaned up"
 
 
+@pytest.mark.daemon
 def test_listens_on_several_addresses(
     make_server: MakeServer, connect: Connect, socket_dir: str
 ) -> None:
@@ -521,6 +540,7 @@ def test_listens_on_several_addresses(
         assert exchange(connect(address), rcpt("a@one.example")) == reply_for("a@one.example")
 
 
+@pytest.mark.daemon
 def test_serves_inherited_socket(make_server: MakeServer, connect: Connect) -> None:
     inherited = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     inherited.bind(("127.0.0.1", 0))
@@ -533,6 +553,7 @@ def test_serves_inherited_socket(make_server: MakeServer, connect: Connect) -> N
     assert inherited.fileno() == -1, "the server owns and closes inherited sockets"
 
 
+@pytest.mark.daemon
 def test_set_handlers_applies_to_next_request_on_open_connection(
     make_server: MakeServer, connect: Connect
 ) -> None:
@@ -543,6 +564,7 @@ def test_set_handlers_applies_to_next_request_on_open_connection(
     assert exchange(client, rcpt("a@one.example")) == b"action=550 5.7.23 reloaded\n\n"
 
 
+@pytest.mark.daemon
 def test_begin_answers_on_the_event_loop_and_leaves_the_rest_to_a_worker(
     make_server: MakeServer, connect: Connect
 ) -> None:
@@ -566,6 +588,7 @@ def test_begin_answers_on_the_event_loop_and_leaves_the_rest_to_a_worker(
     assert answered_on[2].startswith("spfpolicy-worker-")
 
 
+@pytest.mark.daemon
 def test_begin_exception_answers_error_action(
     make_server: MakeServer, connect: Connect, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -579,6 +602,7 @@ def test_begin_exception_answers_error_action(
     assert exchange(client, rcpt("b@one.example")) == f"action={ERROR_ACTION}\n\n".encode()
 
 
+@pytest.mark.daemon
 def test_a_request_waiting_on_a_worker_holds_up_no_other_connection(
     make_server: MakeServer, connect: Connect
 ) -> None:
@@ -598,6 +622,7 @@ def test_a_request_waiting_on_a_worker_holds_up_no_other_connection(
     assert receive(slow) == reply_for("slow@dns.example")
 
 
+@pytest.mark.daemon
 def test_pipelined_requests_are_answered_in_order(
     make_server: MakeServer, connect: Connect
 ) -> None:
@@ -615,6 +640,7 @@ def test_pipelined_requests_are_answered_in_order(
     assert received == expected
 
 
+@pytest.mark.daemon
 def test_a_client_dribbling_bytes_is_dropped_at_the_idle_timeout(
     make_server: MakeServer, connect: Connect
 ) -> None:
@@ -636,6 +662,7 @@ def test_a_client_dribbling_bytes_is_dropped_at_the_idle_timeout(
     assert time.monotonic() - started < 0.5 + 2 * PROMPTLY
 
 
+@pytest.mark.daemon
 def test_a_thousand_idle_connections_cost_no_threads_and_block_nobody(
     make_server: MakeServer, connect: Connect
 ) -> None:
@@ -656,6 +683,7 @@ def test_a_thousand_idle_connections_cost_no_threads_and_block_nobody(
             sock.close()
 
 
+@pytest.mark.daemon
 def test_refused_connections_are_logged(
     make_server: MakeServer, connect: Connect, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -670,6 +698,7 @@ def test_refused_connections_are_logged(
     assert exchange(first, rcpt("b@one.example")) == reply_for("b@one.example")
 
 
+@pytest.mark.daemon
 def test_a_bug_on_one_connection_closes_only_that_connection(
     make_server: MakeServer, connect: Connect, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -688,6 +717,7 @@ def test_a_bug_on_one_connection_closes_only_that_connection(
     assert not server.failed
 
 
+@pytest.mark.daemon
 def test_replies_sent_before_a_malformed_request_still_arrive(
     make_server: MakeServer, connect: Connect
 ) -> None:
@@ -709,6 +739,7 @@ def test_replies_sent_before_a_malformed_request_still_arrive(
     )
 
 
+@pytest.mark.daemon
 def test_a_peer_that_keeps_its_end_open_after_a_malformed_request_is_closed_soon(
     make_server: MakeServer, connect: Connect
 ) -> None:

@@ -112,6 +112,7 @@ def build_service(
         else None
     )
     receiver = receiver or _receiver(config)
+    dns_cache = resolver if isinstance(resolver, CachingResolver) else None
     evaluator = SpfEvaluator(
         resolver,
         receiver=receiver.hostname,
@@ -119,6 +120,7 @@ def build_service(
         ipv6_void_fairness=config.spf.ipv6_void_fairness,
         result_cache=result_cache,
         include_cache=include_cache,
+        dns_cache=dns_cache,
         observer=observer,
     )
     allow = AllowList(config.allow, resolver, evaluator)

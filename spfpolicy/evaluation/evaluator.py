@@ -1,8 +1,9 @@
 """check_host() for one identity of one request, with the exact SPF result cache in front.
 
-lookup() answers from the result cache alone and never blocks (for the I/O thread); compute()
-runs pyspf (spfpolicy.evaluation.query) over the resolver and stores what may be reused;
-evaluate() is the one after the other.
+evaluate_now() never blocks (for the I/O thread): the result cache, or pyspf over a snapshot of
+cached DNS holding every answer the domain's records may need (spfpolicy.evaluation.closure).
+compute() runs pyspf (spfpolicy.evaluation.query) over the resolver, waiting for DNS, and keeps
+what may be reused; evaluate() is the one, then the other.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from spfpolicy.evaluation.caches import ExpiringCache, ResultCache
+from spfpolicy.evaluation.closure import OutsideSnapshot, SnapshotResolver, snapshot
 from spfpolicy.evaluation.domains import a_label, a_label_mailbox, domain_text
 from spfpolicy.evaluation.query import (
     DEFAULT_VOID_LOOKUP_LIMIT,
@@ -26,12 +28,14 @@ from spfpolicy.evaluation.query import (
 )
 from spfpolicy.evaluation.trace import LookupTrace
 from spfpolicy.model import Identity, NullObserver, Observer, SpfOutcome, SpfResult
-from spfpolicy.resolver.answers import Resolver
+from spfpolicy.resolver.answers import AnswerCache, Resolver
 
 log = logging.getLogger(__name__)
 
 # Marks a result cache key made of the domain alone; a sender never contains NUL.
 _DOMAIN_KEY = "\0domain"
+# The deadline of an evaluation over a snapshot: it never waits for anything.
+_NO_WAIT = float("inf")
 
 
 @dataclass(frozen=True)
@@ -54,12 +58,14 @@ class SpfEvaluator:
         ipv6_void_fairness: bool = False,
         result_cache: ResultCache | None = None,
         include_cache: ExpiringCache[IncludeKey, IncludeResult] | None = None,
+        dns_cache: AnswerCache | None = None,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         install_dns_hook()
         self.resolver = resolver
         self.result_cache = result_cache
+        self.dns_cache = dns_cache  # evaluations over a snapshot of it, when it is given
         self.observer: Observer = observer or NullObserver()
         self.clock = clock
         self.settings = QuerySettings(
@@ -79,25 +85,42 @@ class SpfEvaluator:
         "postmaster@<helo>". Raises nothing for DNS or record trouble: those are results.
         An internationalised domain is checked, cached and reported as A-labels (a_label).
         """
-        known = self.lookup(identity, client_address=client_address, sender=sender, helo=helo)
+        known = self.evaluate_now(identity, client_address=client_address, sender=sender, helo=helo)
         if known is not None:
             return known
         return self.compute(
             identity, client_address=client_address, sender=sender, helo=helo, deadline=deadline
         )
 
-    def lookup(
+    def evaluate_now(
         self, identity: Identity, *, client_address: str, sender: str, helo: str
     ) -> Evaluation | None:
-        """The result cache's answer for these inputs, or None; never blocks, never asks DNS."""
-        if self.result_cache is None:
-            return None
+        """The evaluation if it needs no wait: from the result cache, or over cached DNS when
+        every answer the domain's record tree may need is cached; None when DNS must be asked
+        (then compute())."""
         checked_sender, helo = _checked(identity, sender, helo)
-        cached = self._cached(identity, client_address, checked_sender, helo)
-        self.observer.result_cache_lookup(hit=cached is not None)
-        if cached is None:
+        if self.result_cache is not None:
+            cached = self._cached(identity, client_address, checked_sender, helo)
+            self.observer.result_cache_lookup(hit=cached is not None)
+            if cached is not None:
+                return Evaluation(cached, LookupTrace(from_result_cache=True))
+        if self.dns_cache is None:
             return None
-        return Evaluation(cached, LookupTrace(from_result_cache=True))
+        answers = snapshot(
+            self.dns_cache,
+            domain_text(checked_sender, helo),
+            ipv6=":" in client_address,
+            ipv6_void_fairness=self.settings.ipv6_void_fairness,
+        )
+        if answers is None:
+            return None
+        resolver = SnapshotResolver(answers, self.observer)
+        context = LookupContext(resolver, _NO_WAIT, LookupTrace(over_snapshot=True))
+        try:
+            return self._run(identity, client_address, (sender, checked_sender), helo, context)
+        except OutsideSnapshot:
+            log.error("an evaluation over cached DNS needed more (a bug)", exc_info=True)
+            return None
 
     def compute(
         self, identity: Identity, *, client_address: str, sender: str, helo: str, deadline: float
@@ -105,8 +128,23 @@ class SpfEvaluator:
         """check_host() over the resolver, without asking the result cache first; stores the
         outcome there when a new evaluation is certain to give the same until it expires."""
         checked_sender, helo = _checked(identity, sender, helo)
-        trace = LookupTrace()
-        context = LookupContext(self.resolver, deadline, trace)
+        context = LookupContext(self.resolver, deadline, LookupTrace())
+        return self._run(identity, client_address, (sender, checked_sender), helo, context)
+
+    def _run(
+        self,
+        identity: Identity,
+        client_address: str,
+        senders: tuple[str, str],
+        helo: str,
+        context: LookupContext,
+    ) -> Evaluation:
+        """check_host() through context; keep the outcome in the result cache where it may be.
+
+        senders: the sender as the request gave it, and as check_host() sees it.
+        """
+        sender, checked_sender = senders
+        trace = context.trace
         try:
             outcome = check_host(
                 context,
@@ -116,6 +154,8 @@ class SpfEvaluator:
                 helo=helo,
                 settings=self.settings,
             )
+        except OutsideSnapshot:
+            raise
         except Exception:
             # A pyspf bug on a junk record must not cost the request: temperror, logged. The
             # exception's text stays in the log: the problem may reach the SMTP client.

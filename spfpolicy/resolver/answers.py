@@ -64,3 +64,10 @@ class Resolver(Protocol):
 
     def query(self, name: str, rdtype: str, deadline: float) -> DnsAnswer:
         """Resolve name/rdtype; raise DnsError on timeout or server failure."""
+
+
+class AnswerCache(Protocol):
+    """What a cache holds right now, asked without waiting (for the server's I/O thread)."""
+
+    def cached(self, name: str, rdtype: str) -> DnsAnswer | None:
+        """The cached, unexpired answer to name/rdtype; None when absent or a failure."""

@@ -105,6 +105,18 @@ class CachingResolver:
                 return _unpack(entry)
             # The leader ran out of its own budget; this request may still have time: ask again.
 
+    def cached(self, name: str, rdtype: str) -> DnsAnswer | None:
+        """The cached, unexpired answer, or None; never asks upstream nor waits for a flight.
+
+        Not counted as a cache lookup: whoever uses the answer counts it (dns_cache_lookup).
+        """
+        key = (name.lower().rstrip("."), rdtype)
+        with self._lock:
+            entry = self._cache.get(key)
+        if entry is None or entry.answer is None or entry.expires <= self.clock():
+            return None
+        return entry.answer
+
     def _wait(self, flight: _Flight, deadline: float) -> _Entry | None:
         """The flight's outcome, or None when it says nothing about the name."""
         if not flight.done.wait(timeout=max(0.0, deadline - self.clock())):

@@ -1,8 +1,9 @@
 """One request in, one Decision out, in two phases: begin() on the I/O thread, complete() later.
 
-begin() never blocks: skip rules, the recipient rule, the message memo and the result cache.
-What it cannot answer it returns as a Pending, which complete() finishes on a worker: the
-DNS-backed allow-lists and the evaluations. Both run the one decision loop of
+begin() never blocks: skip rules, the recipient rule, the message memo, the result cache and
+evaluations over DNS answers the cache already holds. What it cannot answer it returns as a
+Pending, which complete() finishes on a worker: the DNS-backed allow-lists and the evaluations
+that wait for DNS. Both run the one decision loop of
 spfpolicy.decision.deciding, and a request is logged and counted once, when it is decided.
 """
 
@@ -135,7 +136,7 @@ class PolicyService:
         return pending
 
     def _begin(self, pending: Pending) -> Decision | Pending:
-        """The I/O thread's part: what the result cache knows; stop at the first miss."""
+        """The I/O thread's part: what needs no wait; stop at the first identity that does."""
         if not pending.allowed_known:
             return pending  # the allow-lists ask DNS
         return self._advance(pending, self._look_up)
@@ -189,12 +190,12 @@ class PolicyService:
         return decision
 
     def _look_up(self, pending: Pending, identity: Identity) -> Evaluation | None:
-        """begin()'s step: the message's own evaluation, or the result cache's."""
+        """begin()'s step: the message's own evaluation, or one the evaluator makes at once."""
         known = _known(pending, identity)
         if known is not None:
             return known
         request = pending.request
-        found = self.evaluator.lookup(
+        found = self.evaluator.evaluate_now(
             identity,
             client_address=pending.case.client_text,
             sender=request.sender,
@@ -205,8 +206,8 @@ class PolicyService:
         return found
 
     def _evaluate(self, pending: Pending, identity: Identity) -> Evaluation:
-        """complete()'s step: evaluate, without asking the result cache again where begin()
-        just did."""
+        """complete()'s step: evaluate, without asking the caches again where begin() just
+        did."""
         known = _known(pending, identity)
         if known is not None:
             return known

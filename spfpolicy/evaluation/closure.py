@@ -1,0 +1,155 @@
+"""Evaluations that need not wait for DNS: pyspf over a snapshot of answers the cache holds.
+
+Before the I/O thread evaluates a domain it looks its record tree up in the DNS cache: the
+domain's TXT record, then every name a term of it may make check_host() ask (RFC 7208 §5: a,
+mx and the exchanges' addresses, exists, include: and redirect= targets, recursively; the exp=
+target, which pyspf always fetches), CNAMEs followed. The walk asks for more than any one
+evaluation can reach (every term, beyond the lookup limits of §4.6.4 too), never less: when the
+cache holds all of it, pyspf runs over that snapshot and cannot meet a question it lacks. A tree
+with a macro anywhere, or a ptr term (it asks for the client's own name), is left to a worker,
+as is one with any answer missing or failed.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+
+from spfpolicy.model import NullObserver, Observer, SpfPolicyError
+from spfpolicy.resolver.answers import AnswerCache, DnsAnswer, DnsRecord
+
+AnswerKey = tuple[str, str]  # owner name (lower case, no final dot), type
+
+# A walk that needs more answers than this is left to a worker: a legitimate tree stays far
+# below (10 DNS-querying terms, §4.6.4; up to 10 MX exchanges each), a hostile one does not.
+MAX_ANSWERS = 200
+MAX_DEPTH = 12  # include:/redirect= levels; pyspf's own recursion limit is lower
+# A term's name: a mechanism (RFC 7208 §5) before ":" or "/", or a modifier before "=" (§6).
+_TERM = re.compile(r"[+\-~?]?([A-Za-z][A-Za-z0-9_.\-]*)([:=/]?)(.*)", re.DOTALL)
+_SPF_VERSION = re.compile(rb"v=spf1(?: |$)", re.IGNORECASE)  # RFC 7208 §4.5
+
+
+class _Unavailable(Exception):  # noqa: N818 - ends a walk, never leaves this module
+    """The tree needs an answer the cache does not hold, or something no snapshot can give."""
+
+
+class OutsideSnapshot(SpfPolicyError):  # noqa: N818 - a broken invariant, never a DNS result
+    """An evaluation over a snapshot asked a question the walk did not foresee (a bug)."""
+
+
+def snapshot(
+    cache: AnswerCache, domain: str, *, ipv6: bool, ipv6_void_fairness: bool = False
+) -> dict[AnswerKey, DnsAnswer] | None:
+    """Every cached answer check_host() of domain may ask for, or None when one is missing."""
+    walk = _Walk(cache, ipv6, ipv6_void_fairness)
+    try:
+        walk.record(domain, 0)
+    except _Unavailable:
+        return None
+    return walk.answers
+
+
+class _Walk:
+    """One look through the cache along a domain's record tree."""
+
+    def __init__(self, cache: AnswerCache, ipv6: bool, ipv6_void_fairness: bool) -> None:
+        self.cache = cache
+        self.address_type = "AAAA" if ipv6 else "A"
+        self.ipv6_void_fairness = ipv6 and ipv6_void_fairness
+        self.answers: dict[AnswerKey, DnsAnswer] = {}
+        self.resolved: dict[AnswerKey, list[DnsRecord]] = {}
+        self.walked: set[str] = set()
+
+    def ask(self, name: str, rdtype: str) -> list[DnsRecord]:
+        """The cached records of that type for name, CNAMEs followed as pyspf follows them
+        (a target whose records are not in the answer is asked in turn)."""
+        key = (name.lower().rstrip("."), rdtype)
+        known = self.resolved.get(key)
+        if known is not None:
+            return known  # asked already, or a CNAME loop back to it (pyspf stops there)
+        if len(self.answers) >= MAX_ANSWERS:
+            raise _Unavailable(f"more than {MAX_ANSWERS} answers")
+        answer = self.cache.cached(*key)
+        if answer is None:
+            raise _Unavailable(f"{key[0]}/{rdtype} is not cached")
+        self.answers[key] = answer
+        self.resolved[key] = found = [r for r in answer.records if r.rdtype == rdtype]
+        if not found:
+            for record in answer.records:
+                if record.rdtype == "CNAME":
+                    found.extend(self.ask(str(record.value), rdtype))
+        return found
+
+    def record(self, domain: str, depth: int) -> None:
+        """Walk the SPF record of domain: its TXT answer, then what its terms name."""
+        name = domain.lower().rstrip(".")
+        if name in self.walked:
+            return  # a loop, or a second include of the same target: asked already
+        if depth > MAX_DEPTH:
+            raise _Unavailable("too deep")
+        self.walked.add(name)
+        records = [text for text in self.texts(name) if _SPF_VERSION.match(text)]
+        if len(records) != 1:
+            return  # none, or several (a permerror): nothing more is asked
+        for term in records[0].decode("utf-8", "replace").split(" ")[1:]:
+            self.term(term, name, depth)
+
+    def texts(self, name: str) -> list[bytes]:
+        """The TXT strings of name, each joined (RFC 7208 §3.3); none may hold a macro."""
+        texts = [
+            b"".join(typing.cast(tuple[bytes, ...], record.value))
+            for record in self.ask(name, "TXT")
+        ]
+        if any(b"%" in text for text in texts):
+            raise _Unavailable("a macro")  # what it expands to may need DNS (%{p}) or change
+        return texts
+
+    def term(self, term: str, domain: str, depth: int) -> None:
+        """Ask what one term may need; unknown terms need nothing (pyspf stops on them)."""
+        match = _TERM.fullmatch(term)
+        if match is None:
+            return
+        kind, separator, rest = match[1].lower(), match[2], match[3]
+        if separator == "=":
+            if kind == "redirect":  # case-insensitive here: asking more is always safe
+                self.record(rest, depth + 1)
+            elif kind == "exp":  # pyspf fetches it whatever the result; %{p} in it asks PTR
+                self.texts(rest)
+            return
+        target = rest.split("/", 1)[0] if separator == ":" else ""
+        target = target or domain
+        if kind == "ptr":
+            raise _Unavailable("ptr asks for the client's name")
+        if kind == "a":
+            self.address(target)
+        elif kind == "mx":
+            for record in self.ask(target, "MX"):
+                self.address(str(typing.cast(tuple[int, str], record.value)[1]))
+        elif kind == "include":
+            self.record(target, depth + 1)
+        elif kind == "exists":
+            self.ask(target, "A")
+
+    def address(self, name: str) -> None:
+        """A/AAAA as pyspf asks them for the client's family (with the A fallback of IPv6
+        void fairness when there is no AAAA)."""
+        if not self.ask(name, self.address_type) and self.ipv6_void_fairness:
+            self.ask(name, "A")
+
+
+class SnapshotResolver:
+    """A Resolver answering from a snapshot alone, counted as the DNS cache would count it."""
+
+    def __init__(
+        self, answers: dict[AnswerKey, DnsAnswer], observer: Observer | None = None
+    ) -> None:
+        self.answers = answers
+        self.observer: Observer = observer or NullObserver()
+
+    def query(self, name: str, rdtype: str, deadline: float) -> DnsAnswer:
+        """The snapshot's answer; OutsideSnapshot if it has none (a bug, logged by the caller)."""
+        answer = self.answers.get((name.lower().rstrip("."), rdtype))
+        if answer is None:
+            raise OutsideSnapshot(f"{name}/{rdtype} is not in the snapshot")
+        self.observer.dns_cache_lookup(hit=True)
+        return answer

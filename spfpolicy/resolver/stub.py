@@ -205,7 +205,12 @@ def _to_answer(reply: Any, request: dns.message.Message) -> DnsAnswer:
     """The records of the answer section that concern the question, as DnsRecords."""
     question = request.question[0]
     wanted = {question.rdtype, dns.rdatatype.CNAME}
-    owners = _chain(reply, _name_text(question.name).lower())
+    qname = _name_text(question.name).lower()
+    owners, looped = _chain(reply, qname)
+    if looped:
+        # A chain that comes back on itself ends nowhere: a recursive resolver answers such a
+        # name with SERVFAIL, which check_host() takes as temperror (RFC 7208 §4.4, §5).
+        raise DnsError(DnsFailure.SERVFAIL, f"CNAME loop in the answer for {qname}")
     records: list[DnsRecord] = []
     ttl: float | None = None
     for rrset in reply.answer:
@@ -222,9 +227,11 @@ def _to_answer(reply: Any, request: dns.message.Message) -> DnsAnswer:
     return DnsAnswer((), _negative_ttl(reply), dns.rcode.to_text(reply.rcode()))
 
 
-def _chain(reply: Any, qname: str) -> set[str]:
-    """The question's name and the CNAME targets the answer section leads to from it."""
+def _chain(reply: Any, qname: str) -> tuple[set[str], bool]:
+    """The question's name and the CNAME targets the answer section leads to from it, and
+    whether that chain loops."""
     owners = {qname}
+    looped = False
     cnames = {
         _name_text(rrset.name).lower(): [_name_text(rdata.target).lower() for rdata in rrset]
         for rrset in reply.answer
@@ -233,10 +240,12 @@ def _chain(reply: Any, qname: str) -> set[str]:
     pending = [qname]
     while pending:
         for target in cnames.get(pending.pop(), ()):
-            if target not in owners:  # a loop ends here; pyspf judges the chain
-                owners.add(target)
-                pending.append(target)
-    return owners
+            if target in owners:
+                looped = True
+                continue
+            owners.add(target)
+            pending.append(target)
+    return owners, looped
 
 
 def _negative_ttl(reply: Any) -> float:

@@ -402,11 +402,6 @@ LIMITS = [
         LimitCase("user@voids.example", "Void lookup limit of 2", "nx4.voids.example"),
         id="void-storm",
     ),
-    # A CNAME loop is no record at the included name: §5.2 makes that permerror.
-    pytest.param(
-        LimitCase("user@include-loop.example", "included domain: loop.example"),
-        id="include-loop",
-    ),
 ]
 # (configuration, the action a permerror gets with it)
 PERMERROR_ACTIONS = [
@@ -443,10 +438,17 @@ def test_processing_limits_are_permerror_with_the_configured_action(
         pytest.param(
             "user@void-cnames.example", SpfResult.FAIL, "550 5.7.23 ", id="cnames-to-nowhere"
         ),
-        # The SPF record's name is a CNAME loop answered NOERROR: no record, so none (§4.5).
-        # A recursive resolver that answers a loop with SERVFAIL gives temperror (servfail case).
+        # The SPF record's name is a CNAME loop, answered NOERROR with the whole loop: a
+        # recursive resolver answers SERVFAIL there, so temperror (§4.4), as for an include:
+        # target that loops (§5.2: the include's temperror is the includer's).
         pytest.param(
-            "user@loop.example", SpfResult.NONE, "PREPEND Received-SPF: none ", id="cname-loop"
+            "user@loop.example", SpfResult.TEMPERROR, "DEFER_IF_PERMIT 4.7.24 ", id="cname-loop"
+        ),
+        pytest.param(
+            "user@include-loop.example",
+            SpfResult.TEMPERROR,
+            "DEFER_IF_PERMIT 4.7.24 ",
+            id="include-cname-loop",
         ),
     ],
 )
@@ -527,6 +529,9 @@ WIRE = [
     pytest.param(
         WireCase("user@includes.example", Rule(Fault.NONE), "550 5.7.24 ", PERMERROR_REJECTS),
         id="500-includes-rejected",
+    ),
+    pytest.param(
+        WireCase("user@loop.example", Rule(Fault.NONE), TEMPERROR_DEFERS), id="cname-loop"
     ),
 ]
 

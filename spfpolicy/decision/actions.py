@@ -81,9 +81,17 @@ def _reason(outcome: SpfOutcome, client: str) -> str:
 
 
 def trace_header(
-    request: PolicyRequest, outcomes: Sequence[SpfOutcome], config: Config, receiver: Receiver
+    request: PolicyRequest,
+    client: str,
+    outcomes: Sequence[SpfOutcome],
+    config: Config,
+    receiver: Receiver,
 ) -> str:
-    """The trace header for an accepted message ("" when none is configured or allowed here)."""
+    """The trace header for an accepted message ("" when none is configured or allowed here).
+
+    client is the address that was evaluated (an IPv4-mapped client as IPv4, no interface
+    scope): RFC 7208 §9.1's client-ip, which DMARC verifiers read, not Postfix's raw text.
+    """
     if request.protocol_state.upper() in NO_PREPEND_STATES:
         return ""
     if config.headers.type is HeaderType.AUTHENTICATION_RESULTS:
@@ -92,7 +100,7 @@ def trace_header(
         # One header per message: MAIL FROM is the identity DMARC and users care about.
         return received_spf(
             outcomes[-1],
-            client_address=request.client_address,
+            client_address=client,
             helo=request.helo_name,
             receiver=receiver.hostname,
         )

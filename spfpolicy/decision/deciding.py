@@ -161,7 +161,7 @@ def _acceptance(
         return actions.pass_restriction, ""  # one action per reply: the class, not the header
     if header_added:
         return "DUNNO", ""
-    return "DUNNO", trace_header(case.request, outcomes, config, receiver)
+    return "DUNNO", trace_header(case.request, case.client_text, outcomes, config, receiver)
 
 
 def reuse(decision: Decision) -> Decision:

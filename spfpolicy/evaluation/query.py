@@ -10,6 +10,7 @@ tests/evaluation/test_pyspf_internals.py, and pyproject.toml bounds pyspf below 
 from __future__ import annotations
 
 import contextvars
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -22,6 +23,12 @@ from spfpolicy.evaluation.caches import ExpiringCache
 from spfpolicy.evaluation.trace import LookupTrace
 from spfpolicy.model import Identity, NullObserver, Observer, SpfOutcome, SpfResult
 from spfpolicy.resolver.answers import DnsError, DnsRecord, Resolver
+
+# RFC 7208 §12: the ABNF's literals are case-insensitive (RFC 5234 §2.3), modifier names too;
+# pyspf compares the names "redirect" and "exp" case-sensitively, so "REDIRECT=" did nothing.
+_KNOWN_MODIFIER = re.compile(r"(redirect|exp)=", re.IGNORECASE)
+# An include: naming its own record's domain (no macro: pyspf sees the name as written).
+_SELF_INCLUDE_CANDIDATE = re.compile(r"[+\-~?]?include:[^%]+", re.IGNORECASE)
 
 # RFC 7208 §4.6.4: at most 10 DNS-querying terms, and (by default) 2 void lookups.
 MAX_DNS_MECHANISMS = spf.MAX_LOOKUP
@@ -109,8 +116,10 @@ class _Query(spf.query):  # type: ignore[misc]
     ipv6_void_fairness = False
     include_cache: ExpiringCache[IncludeKey, IncludeResult] | None = None
     observer: Observer = NullObserver()
+    d: str  # pyspf's current domain (the include: or redirect= target being evaluated)
+    validating_ptrs = False  # inside validated_ptrs(): a DNS error skips a name
 
-    def check1(self, record: str, domain: str, recursion: int) -> Any:
+    def check1(self, record: str | None, domain: str, recursion: int) -> Any:
         """check_host() of an include: target (recursion > 0), reused when it cannot differ.
 
         Without macros, an included record's result depends on the client address, the record
@@ -118,6 +127,7 @@ class _Query(spf.query):  # type: ignore[misc]
         against this evaluation's limits, so a stored result is reused only where spending
         them again stays within the limits, and the path, hence the result, is the same.
         """
+        record = _lower_modifier_names(record)
         cache = self.include_cache
         if not recursion or cache is None or not record or "%" in record:
             return super().check1(record, domain, recursion)
@@ -155,6 +165,31 @@ class _Query(spf.query):  # type: ignore[misc]
             )
         return result
 
+    def validate_mechanism(self, mech: str) -> Any:
+        """pyspf's parsing of a term, without its refusal of an include: of the record's own
+        domain ("trivial recursion"), which made the whole record permerror before any term
+        was evaluated. Terms are evaluated in order and the first match ends it (RFC 7208
+        §4.6.2): a self-include only matters when reached, and the lookup limit (§4.6.4)
+        ends the loop then with permerror."""
+        if not _SELF_INCLUDE_CANDIDATE.fullmatch(mech):
+            return super().validate_mechanism(mech)
+        domain = self.d
+        self.d = ""  # pyspf's refusal compares the target with self.d, and nothing else here
+        try:
+            return super().validate_mechanism(mech)
+        finally:
+            self.d = domain
+
+    def validated_ptrs(self) -> Any:
+        """pyspf's validated PTR names (the ptr mechanism, %{p}), where a DNS error on the PTR
+        question or on a name's addresses skips that name instead of giving temperror: RFC
+        7208 §5.5, "that domain name is skipped and the search continues"."""
+        self.validating_ptrs = True
+        try:
+            return super().validated_ptrs()
+        finally:
+            self.validating_ptrs = False
+
     def dns(
         self,
         name: str,
@@ -162,7 +197,12 @@ class _Query(spf.query):  # type: ignore[misc]
         cnames: dict[str, str] | None = None,
         ignore_void: bool = False,
     ) -> Any:
-        result = super().dns(name, qtype, cnames=cnames, ignore_void=True)
+        try:
+            result = super().dns(name, qtype, cnames=cnames, ignore_void=True)
+        except spf.TempError:
+            if self.validating_ptrs:
+                return []  # a failed lookup, not a void one: not counted as void either
+            raise
         # cnames is set when pyspf calls itself to follow a CNAME: that is the same lookup,
         # counted once by the outermost call (pyspf counted it at every hop).
         if result or ignore_void or cnames:
@@ -173,6 +213,18 @@ class _Query(spf.query):  # type: ignore[misc]
         if self.void_lookups > self.void_limit:
             raise spf.PermError(f"Void lookup limit of {self.void_limit} exceeded")
         return result
+
+
+def _lower_modifier_names(record: str | None) -> str | None:
+    """The record with "REDIRECT=", "Exp=" and the like written as pyspf recognises them."""
+    if not record or "=" not in record[6:]:  # none; or "v=spf1" alone, as most records
+        return record
+    terms = record.split(" ")
+    for index, term in enumerate(terms):
+        match = _KNOWN_MODIFIER.match(term)
+        if match and not match[1].islower():
+            terms[index] = match[1].lower() + term[match.end(1) :]
+    return " ".join(terms)
 
 
 def install_dns_hook() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from spfpolicy.config.settings import Config, parse_config
@@ -349,3 +351,18 @@ def test_reuse_adds_no_second_header(answer: str, header: str, reused_action: st
 def test_client_ip(text: str, address: str | None) -> None:
     result = skips.client_ip(text)
     assert (str(result) if result is not None else None) == address
+
+
+@pytest.mark.parametrize(
+    ("client_address", "client_ip"),
+    [
+        pytest.param("::ffff:192.0.2.1", "192.0.2.1", id="ipv4-mapped"),
+        pytest.param("fe80::1%eth0", "fe80::1", id="scoped"),
+        pytest.param("2001:db8::1", "2001:db8::1", id="plain-ipv6"),
+    ],
+)
+def test_client_ip_is_the_address_that_was_evaluated(client_address: str, client_ip: str) -> None:
+    request = REQUEST.replace(client_address=client_address)
+    decision = decide_request(request, [mailfrom(SpfResult.PASS)], Config(), RECEIVER)
+    assert re.search(f' client-ip="?{re.escape(client_ip)}"?;', decision.header), decision.header
+    assert client_address == client_ip or client_address not in decision.header

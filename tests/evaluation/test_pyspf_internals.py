@@ -149,6 +149,17 @@ METHOD_SIGNATURES = [
     ),
     ("check", "(self, spf=None)", "query.check() runs check_host()"),
     (
+        "validated_ptrs",
+        "(self)",
+        "_Query.validated_ptrs() overrides it so that a DNS error inside skips the name",
+    ),
+    (
+        "validate_mechanism",
+        "(self, mech)",
+        "_Query.validate_mechanism(mech) overrides it, blanking self.d around super()'s call so "
+        "that a self-include is not refused at parse time",
+    ),
+    (
         "set_default_explanation",
         "(self, exp)",
         'set_default_explanation("") tells a domain\'s own exp= text apart',
@@ -534,3 +545,17 @@ def test_installed_pyspf_is_within_pyproject_bounds() -> None:
 )
 def test_version_bounds(version: str, specifiers: str, expected: bool) -> None:
     assert satisfies(parse_version(version), specifiers) is expected
+
+
+def test_the_trivial_recursion_refusal_reads_self_d() -> None:
+    """_Query.validate_mechanism relies on pyspf refusing include:<self.d> by comparing with
+    self.d: with self.d set to the target it refuses, with it blank it parses the term."""
+    query = spf.query(i="192.0.2.1", s="user@self.test", h="h.test", strict=True, querytime=0)
+    query.d = "self.test"
+    with pytest.raises(spf.PermError, match="trivial recursion"):
+        query.validate_mechanism("include:self.test")
+    query.d = ""
+    parsed = query.validate_mechanism("include:self.test")
+    assert parsed[1:3] == ("include", "self.test"), changed(
+        f"validate_mechanism gives {parsed}", "spfpolicy/evaluation/query.py _Query"
+    )

@@ -62,6 +62,12 @@ ZONE = {
     "voids.example": [
         {"TXT": "v=spf1 " + " ".join(f"a:nx{i}.voids.example" for i in range(1, 5)) + " -all"}
     ],
+    # pyspf's bugs that spfpolicy fences (issue 15): RFC verdicts through the daemon.
+    "redirect-caps.example": [{"TXT": "v=spf1 REDIRECT=fail-all.example"}],
+    "fail-all.example": [{"TXT": "v=spf1 -all"}],
+    "self-include.example": [
+        {"TXT": "v=spf1 ip4:203.0.113.0/24 include:self-include.example -all"}
+    ],
     "two-voids.example": [{"TXT": "v=spf1 a:nx1.voids.example mx:nx2.voids.example -all"}],
     "void-cnames.example": [
         {"TXT": "v=spf1 a:c1.void-cnames.example a:c2.void-cnames.example -all"}
@@ -532,6 +538,14 @@ WIRE = [
     ),
     pytest.param(
         WireCase("user@loop.example", Rule(Fault.NONE), TEMPERROR_DEFERS), id="cname-loop"
+    ),
+    pytest.param(
+        WireCase("user@redirect-caps.example", Rule(Fault.NONE), "550 5.7.23 "),
+        id="upper-case-redirect",
+    ),
+    pytest.param(
+        WireCase("user@self-include.example", Rule(Fault.NONE), "PREPEND Received-SPF: pass "),
+        id="self-include-after-a-match",
     ),
 ]
 

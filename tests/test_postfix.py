@@ -161,6 +161,23 @@ def test_pass_is_delivered_with_one_received_spf_header(stack: Stack, label: str
     assert "identity=mailfrom" in headers[0]
 
 
+def test_a_latin_1_sender_is_checked_by_its_domain_and_accepted(stack: Stack) -> None:
+    """With smtputf8_enable = no (this main.cf, for every service), Postfix passes the raw
+    bytes of MAIL FROM:<j\xe9r\xf4me@...> to the policy service; the domain is plain ASCII and
+    checkable, so the message gets its pass, not a 451 for a policy service that hung up."""
+    sent = stack.send(
+        client=GOOD_CLIENT,
+        helo="mail.sender.example",
+        sender="j\xe9r\xf4me@sender.example",
+        recipients=["latin@receiver.example"],
+        encoding="latin-1",
+    )
+    assert [str(r) for r in sent.rcpts] == ["250 2.1.5 Ok"]
+    (header,) = received_spf(stack, sent)
+    assert header.startswith("pass (")
+    assert 'envelope-from="j?r?me@sender.example"' in header  # the bytes escaped, not lost
+
+
 @pytest.mark.parametrize("label", ["unix", "inet"])
 def test_fail_is_rejected_at_rcpt(stack: Stack, label: str) -> None:
     sent = stack.send(

@@ -80,7 +80,7 @@ class StubResolver:
             return DnsAnswer((), 0.0, "NXDOMAIN")
         try:
             request = dns.message.make_query(
-                name, rdtype, use_edns=0, payload=EDNS_PAYLOAD, want_dnssec=False
+                _question_name(name), rdtype, use_edns=0, payload=EDNS_PAYLOAD, want_dnssec=False
             )
         except (dns.exception.DNSException, ValueError, struct.error) as error:
             # An unencodable name (label too long, ...) cannot exist: an empty answer.
@@ -256,13 +256,23 @@ def _negative_ttl(reply: Any) -> float:
     return 0.0
 
 
+def _question_name(name: str) -> dns.name.Name | str:
+    """The name to ask: as text, or, when it holds a sender's 8-bit bytes (lone surrogates,
+    which %{l} carries from an 8-bit local part), as those very octets."""
+    if name.isascii() or not any("\udc80" <= char <= "\udcff" for char in name):
+        return name
+    labels = name.rstrip(".").encode("utf-8", "surrogateescape").split(b".")
+    return dns.name.Name([*labels, b""])  # DNSException for an empty or over-long label
+
+
 def _name_text(name: dns.name.Name) -> str:
     """A name as pyspf spells it: raw labels, without dnspython's presentation escapes.
 
     SPF macros can expand to names with spaces or "%" in them (RFC 7208 §7.3); to_text()
-    would write those as "\\032" and pyspf would not recognise the answer as its own.
+    would write those as "\\032" and pyspf would not recognise the answer as its own. Octets
+    that are not UTF-8 come back as the lone surrogates they were asked as.
     """
-    return ".".join(label.decode("latin-1") for label in name.labels if label)
+    return ".".join(label.decode("utf-8", "surrogateescape") for label in name.labels if label)
 
 
 def _value(rdata: Any) -> RecordValue:

@@ -38,7 +38,7 @@ def read_request(readline: Callable[[int], bytes]) -> PolicyRequest | None:
 
     For blocking streams (a socket file object's readline buffers in C); the server feeds a
     RequestReader itself. Raise ProtocolError for an over-long line, too many attributes, a
-    request that is too large, a line without "=", invalid UTF-8, a NUL byte, or the stream
+    request that is too large, a line without "=", a NUL byte, or the stream
     ending in the middle of a request.
     """
     reader = RequestReader()
@@ -156,10 +156,11 @@ def _parse(raw: bytes) -> PolicyRequest:
     # work, and this runs for every RCPT of every message.
     if b"\0" in raw:
         raise ProtocolError("nul_byte", "request contains a NUL byte")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ProtocolError("not_utf8", f"request is not valid UTF-8 ({error.reason})") from None
+    # Postfix passes 8-bit envelope data through when SMTPUTF8 is off: a request to answer,
+    # not garbage. Bytes that are not UTF-8 become lone surrogates (U+DC80-U+DCFF), so nothing
+    # is lost: the domain is then not a valid name (RFC 7208 §4.3), the local part reaches only
+    # %{l}, and headers, log lines and replies escape or replace them.
+    text = raw.decode("utf-8", "surrogateescape")
     # split("\n"), not splitlines(): only "\n" ends a line. The last piece is the "" after it.
     *text_lines, _ = text.split("\n")
     carriage_returns = "\r" in text  # rare: look for it once, not once per line

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from spfpolicy.evaluation.evaluator import SpfEvaluator
+from spfpolicy.model import Identity, SpfResult
 from spfpolicy.resolver.answers import DnsAnswer, DnsError, DnsFailure, DnsRecord
 from spfpolicy.resolver.stub import StubResolver
 from tests.support.fixtures import running_dns_server
@@ -25,6 +27,9 @@ ZONE = {
     "big.example": [{"TXT": "v=spf1 " + " ".join(f"ip4:192.0.2.{i}" for i in range(60)) + " -all"}],
     "25.2.0.192.in-addr.arpa": [{"PTR": "mx.sender.example"}],
     "slow.example": ["TIMEOUT"],
+    # A label of raw octets (Latin-1 "jé"), as an 8-bit local part makes one through %{l}.
+    "j\udce9.bytes.example": [{"A": "127.0.0.2"}],
+    "bytes.example": [{"TXT": "v=spf1 exists:%{l}.bytes.example -all"}],
 }
 
 
@@ -164,3 +169,31 @@ def test_a_name_with_a_backslash_is_malformed_and_never_asked(name: str) -> None
     answer = resolver.query(name, "A", time.monotonic() + 1)
     assert answer.records == ()
     assert answer.rcode == "NXDOMAIN"
+
+
+@pytest.mark.daemon
+def test_a_name_of_8bit_octets_is_asked_as_those_octets(dns_port: int) -> None:
+    """An 8-bit local part arrives as lone surrogates (spfpolicy.wire.protocol); %{l} puts
+    them in a name, and the question carries the very octets, as do the answer's names."""
+    answer = resolver(dns_port).query("j\udce9.bytes.example", "A", soon())
+    assert [(r.name, r.value) for r in answer.records] == [("j\udce9.bytes.example", "127.0.0.2")]
+
+
+@pytest.mark.daemon
+def test_an_8bit_local_part_reaches_the_l_macro_unchanged(dns_port: int) -> None:
+    evaluator = SpfEvaluator(resolver(dns_port), receiver="mx.receiver.example")
+    results = {
+        sender: evaluator.evaluate(
+            Identity.MAILFROM,
+            client_address="192.0.2.1",
+            sender=sender,
+            helo="h.test",
+            deadline=soon(),
+        ).outcome.result
+        for sender in ("j\udce9@bytes.example", "j\u00e9@bytes.example")
+    }
+    # The byte 0xE9 is the local part that exists; "é" as UTF-8 (0xC3 0xA9) is another.
+    assert results == {
+        "j\udce9@bytes.example": SpfResult.PASS,
+        "j\u00e9@bytes.example": SpfResult.FAIL,
+    }

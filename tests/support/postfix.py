@@ -152,9 +152,15 @@ class Postfix:
         sender: str,
         recipients: Sequence[str],
         login: str = "",
+        encoding: str = "ascii",
     ) -> Transaction:
-        """One SMTP transaction on label's port, presenting client and helo with XCLIENT."""
+        """One SMTP transaction on label's port, presenting client and helo with XCLIENT.
+
+        encoding is how commands go on the wire: "latin-1" sends 8-bit envelope addresses as a
+        client without SMTPUTF8 does.
+        """
         with smtplib.SMTP("127.0.0.1", self.ports[label], timeout=120) as smtp:
+            smtp.command_encoding = encoding
             smtp.ehlo("test-driver.example")
             address = f"IPV6:{client}" if ":" in client else client
             xclient = f"ADDR={address} NAME=[UNAVAILABLE]" + (f" LOGIN={login}" if login else "")

@@ -84,7 +84,8 @@ class Lookup:
 def name_key(name: dns.name.Name | str) -> NameKey:
     """Key a name the way DNS compares names: case-insensitive in ASCII only (RFC 4343)."""
     if isinstance(name, str):
-        labels = tuple(name.rstrip(".").encode("utf-8").split(b"."))
+        # Lone surrogates stand for raw octets (a name of 8-bit bytes, "j\udce9.example").
+        labels = tuple(name.rstrip(".").encode("utf-8", "surrogateescape").split(b"."))
     else:
         labels = name.labels[:-1] if name.is_absolute() else name.labels
     return tuple(label.lower() for label in labels)

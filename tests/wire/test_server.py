@@ -275,7 +275,6 @@ def test_read_sizes_give_identical_replies(
         pytest.param(b"sender=" + b"a" * 9000 + b"\n\n", "line_too_long", id="line-too-long"),
         pytest.param(b"x=1\n" * 201 + b"\n", "too_many_attributes", id="too-many-attributes"),
         pytest.param(b"sender=a\0b@x.example\n\n", "nul_byte", id="nul-byte"),
-        pytest.param(b"sender=\xff\n\n", "not_utf8", id="not-utf8"),
     ],
 )
 def test_protocol_error_closes_without_reply(

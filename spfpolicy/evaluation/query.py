@@ -106,10 +106,14 @@ def _to_pyspf(record: DnsRecord) -> tuple[tuple[str, str], Any]:
 
 
 class _Query(spf.query):  # type: ignore[misc]
-    """pyspf's query with the void lookup limit of this evaluator, not of the pyspf module.
+    """pyspf's query, with what RFC 7208 asks where pyspf departs from it or keeps globals.
 
-    pyspf counts void lookups against the module global MAX_VOID_LOOKUPS; changing that per
-    request would race between threads, so the count is kept here instead (RFC 7208 §4.6.4).
+    - The void lookup limit of this evaluator, not of the pyspf module: pyspf counts void
+      lookups against the module global MAX_VOID_LOOKUPS, and changing that per request would
+      race between threads, so the count is kept here (§4.6.4).
+    - include: results reused from the include cache (check1).
+    - Modifier names in any case (check1), a self-include judged when reached
+      (validate_mechanism), a DNS error in ptr validation skipping the name (validated_ptrs).
     """
 
     void_limit = spf.MAX_VOID_LOOKUPS

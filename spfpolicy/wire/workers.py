@@ -22,26 +22,17 @@ IDLE_EXIT_SECONDS = 60.0
 
 
 class WorkerPool:
-    """Run jobs on up to limit threads, starting one whenever no worker is idle.
-
-    Threads are started by a spawner thread of the pool's own, never by the caller of
-    submit(): Thread.start() waits until the new thread runs, which under a flood (thousands
-    of requests waiting for slow DNS, each thread wanting the GIL) held the event loop up for
-    milliseconds per start.
-    """
+    """Run jobs on up to limit threads, starting one whenever no worker is idle."""
 
     def __init__(self, limit: int, name: str = "spfpolicy-worker") -> None:
         self._limit = limit
         self._name = name
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._wanted = threading.Condition(self._lock)  # the spawner waits on it
         self._threads: set[threading.Thread] = set()
         self._idle = 0
-        self._to_start = 0  # workers asked of the spawner, not started yet
         self._serial = 0
         self._closed = False
-        self._spawner: threading.Thread | None = None
 
     def submit(self, job: Job) -> None:
         """Run job on a worker; jobs wait only when limit workers are all busy."""
@@ -50,47 +41,28 @@ class WorkerPool:
                 raise RuntimeError("the worker pool is closed")
             if self._idle:
                 self._idle -= 1  # that worker is spoken for
-            elif len(self._threads) + self._to_start < self._limit:
-                self._to_start += 1
-                if self._spawner is None:
-                    self._spawner = threading.Thread(
-                        target=self._spawn, name=f"{self._name}-spawner", daemon=True
-                    )
-                    self._spawner.start()
-                self._wanted.notify()
+            elif len(self._threads) < self._limit:
+                self._start_worker()
         self._jobs.put(job)
 
     def close(self, timeout: float = 0.0) -> None:
         """Let workers finish their jobs and end; wait up to timeout seconds for them."""
-        deadline = time.monotonic() + timeout
         with self._lock:
             self._closed = True
-            self._wanted.notify()
-            spawner = self._spawner
-        if spawner is not None:
-            spawner.join(max(0.0, deadline - time.monotonic()))  # it starts no worker now
-        with self._lock:
             threads = list(self._threads)
         for _ in threads:
             self._jobs.put(None)
+        deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _spawn(self) -> None:
-        """The spawner: start the workers submit() asked for, until the pool closes."""
-        while True:
-            with self._lock:
-                while not (self._to_start or self._closed):
-                    self._wanted.wait()
-                if self._closed:
-                    return
-                self._to_start -= 1
-                self._serial += 1
-                thread = threading.Thread(
-                    target=self._work, name=f"{self._name}-{self._serial}", daemon=True
-                )
-                self._threads.add(thread)  # close() joins it only after this loop has ended
-            thread.start()  # outside the lock: submit() never waits for a thread to start
+    def _start_worker(self) -> None:
+        self._serial += 1
+        thread = threading.Thread(
+            target=self._work, name=f"{self._name}-{self._serial}", daemon=True
+        )
+        self._threads.add(thread)
+        thread.start()
 
     def _work(self) -> None:
         me = threading.current_thread()

@@ -1,4 +1,4 @@
-"""The worker pool (spfpolicy.wire.workers): threads on demand, started off the caller's thread."""
+"""The worker pool (spfpolicy.wire.workers): threads on demand, bounded, gone when closed."""
 
 from __future__ import annotations
 
@@ -33,29 +33,6 @@ def test_jobs_run_at_once_each_on_a_worker_of_its_own_while_the_others_wait() ->
     assert not [t for t in threading.enumerate() if t.name.startswith("test-worker")]
 
 
-def test_workers_are_started_by_the_spawner_not_by_the_caller(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    starters: list[str] = []
-    real_start = threading.Thread.start
-
-    def recording_start(thread: threading.Thread) -> None:
-        if thread.name.startswith("test-worker-") and not thread.name.endswith("spawner"):
-            starters.append(threading.current_thread().name)
-        real_start(thread)
-
-    monkeypatch.setattr(threading.Thread, "start", recording_start)
-    pool = WorkerPool(limit=4, name="test-worker")
-    done = threading.Semaphore(0)
-    for _ in range(3):
-        pool.submit(done.release)
-    for _ in range(3):
-        assert done.acquire(timeout=WAIT)
-    pool.close(WAIT)
-    assert starters
-    assert set(starters) == {"test-worker-spawner"}
-
-
 def test_the_limit_bounds_the_threads_and_the_rest_wait_for_a_free_one() -> None:
     pool = WorkerPool(limit=2, name="test-worker")
     release = threading.Event()
@@ -70,6 +47,5 @@ def test_the_limit_bounds_the_threads_and_the_rest_wait_for_a_free_one() -> None
     release.set()
     for _ in range(4):
         assert finished.acquire(timeout=WAIT)  # the two waiting jobs ran on freed workers
-    workers = [t for t in threading.enumerate() if t.name.startswith("test-worker-")]
-    assert len([t for t in workers if not t.name.endswith("spawner")]) <= 2
+    assert len([t for t in threading.enumerate() if t.name.startswith("test-worker-")]) <= 2
     pool.close(WAIT)

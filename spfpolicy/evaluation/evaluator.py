@@ -1,7 +1,7 @@
 """check_host() for one identity of one request, with the exact SPF result cache in front.
 
 evaluate_now() never blocks (for the I/O thread): the result cache, or pyspf over a snapshot of
-cached DNS holding every answer the domain's records may need (spfpolicy.evaluation.closure).
+cached DNS holding every answer the domain's records may need (spfpolicy.evaluation.snapshot).
 compute() runs pyspf (spfpolicy.evaluation.query) over the resolver, waiting for DNS, and keeps
 what may be reused; evaluate() is the one, then the other.
 """
@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from spfpolicy.evaluation.caches import ExpiringCache, ResultCache
-from spfpolicy.evaluation.closure import OutsideSnapshot, SnapshotResolver, snapshot
 from spfpolicy.evaluation.domains import a_label, a_label_mailbox, domain_text
 from spfpolicy.evaluation.query import (
     DEFAULT_VOID_LOOKUP_LIMIT,
@@ -26,6 +25,7 @@ from spfpolicy.evaluation.query import (
     check_host,
     install_dns_hook,
 )
+from spfpolicy.evaluation.snapshot import OutsideSnapshot, SnapshotResolver, snapshot
 from spfpolicy.evaluation.trace import LookupTrace
 from spfpolicy.model import Identity, NullObserver, Observer, SpfOutcome, SpfResult
 from spfpolicy.resolver.answers import AnswerCache, Resolver

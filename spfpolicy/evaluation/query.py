@@ -221,7 +221,7 @@ class _Query(spf.query):  # type: ignore[misc]
 
 def _lower_modifier_names(record: str | None) -> str | None:
     """The record with "REDIRECT=", "Exp=" and the like written as pyspf recognises them."""
-    if not record or "=" not in record[6:]:  # none; or "v=spf1" alone, as most records
+    if not record or record.find("=", 6) < 0:  # none; or "v=spf1" alone, as most records
         return record
     terms = record.split(" ")
     for index, term in enumerate(terms):

@@ -20,7 +20,7 @@ class LookupTrace:
     cache_hits: int = 0
     reusable: bool = True  # False after a DNS error or a record with a time macro
     from_result_cache: bool = False
-    over_snapshot: bool = False  # evaluated at once over cached DNS (evaluation.closure)
+    over_snapshot: bool = False  # evaluated at once over cached DNS (evaluation.snapshot)
     no_mail_record: bool = False  # the first record fetched is exactly "v=spf1 -all"
     macro_records: int = 0  # how many TXT answers contained "%"
     # When each answer used stops being valid, in order, reused include: results among them.

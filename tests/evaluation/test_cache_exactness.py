@@ -29,7 +29,7 @@ DOMAINS = 300
 MESSAGES = 1200
 
 
-@pytest.mark.parametrize("result_caches", [True, False], ids=["all-caches", "dns-and-closures"])
+@pytest.mark.parametrize("result_caches", [True, False], ids=["all-caches", "dns-and-snapshots"])
 def test_cached_and_uncached_results_are_identical(
     result_caches: bool, caplog: pytest.LogCaptureFixture
 ) -> None:

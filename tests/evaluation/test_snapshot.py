@@ -1,4 +1,4 @@
-"""Evaluations over a DNS snapshot (spfpolicy.evaluation.closure) agree with pyspf over DNS.
+"""Evaluations over a DNS snapshot (spfpolicy.evaluation.snapshot) agree with pyspf over DNS.
 
 The snapshot is a second path to a result, so it is checked against the first: generated
 record trees (ip4, ip6, a, mx, exists, include, redirect, exp, all, near the lookup limits),
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from spfpolicy.evaluation.closure import snapshot
 from spfpolicy.evaluation.evaluator import SpfEvaluator
+from spfpolicy.evaluation.snapshot import snapshot
 from spfpolicy.model import Identity
 from spfpolicy.resolver.answers import DnsFailure
 from spfpolicy.resolver.cache import CachingResolver

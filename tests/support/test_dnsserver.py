@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import time
@@ -379,3 +380,35 @@ def timed_ask(port: int, tcp: bool) -> tuple[float, bool]:
     started = time.monotonic()
     response = ask(port, "a.example", "A", tcp=tcp)
     return time.monotonic() - started, bool(response.answer)
+
+
+BURST = 2000
+
+
+@pytest.mark.daemon
+def test_a_burst_of_queries_is_answered_whole(port: int) -> None:
+    """Thousands of queries sent before any reply is read all get their reply: the server's
+    receive buffer holds a burst the flood benchmark sends, instead of dropping the excess."""
+    sockets = []
+    try:
+        wires = []
+        for number in range(BURST):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sockets.append(sock)
+            sock.connect((SERVER, port))
+            query = dns.message.make_query("a.example", "A", use_edns=False)
+            query.id = number
+            wires.append(query.to_wire())
+        # Sent in a tight loop, far faster than one Python thread can answer them.
+        for sock, wire in zip(sockets, wires, strict=True):
+            sock.send(wire)
+        answered = 0
+        deadline = time.monotonic() + 5.0  # one deadline for all: a dropped query costs no wait
+        for sock in sockets:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                answered += bool(dns.message.from_wire(sock.recv(65535)).answer)
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert answered == BURST

@@ -17,6 +17,7 @@ from types import FrameType
 from spfpolicy.config.settings import Config, ConfigError
 from spfpolicy.ops import notify
 from spfpolicy.ops.logs import configure_logging
+from spfpolicy.ops.memory import DelayedRelease
 from spfpolicy.ops.metrics import PrometheusObserver
 from spfpolicy.resolver.answers import Resolver
 from spfpolicy.service.policyservice import PolicyService
@@ -27,6 +28,9 @@ log = logging.getLogger("spfpolicy")
 # How long SIGTERM waits for in-flight requests before closing connections.
 SHUTDOWN_GRACE = 10.0
 EXIT_OK = 0  # also after a second SIGTERM: the operator asked for the stop
+# After a reload, requests begun under the old configuration keep it alive up to their time
+# budget; memory is given back this long after that.
+RELEASE_MARGIN = 2.0
 
 
 class Daemon:
@@ -52,6 +56,7 @@ class Daemon:
         self.build = build  # a service for a configuration, reusing a resolver if given
         self.stopping = False
         self._reload_lock = threading.Lock()  # two quick SIGHUPs reload one after the other
+        self.release = DelayedRelease()
 
     def install_signal_handlers(self) -> None:
         """Route SIGTERM, SIGINT and SIGHUP here."""
@@ -66,6 +71,7 @@ class Daemon:
                 handler.flush()  # the background log writer would die with the process
             os._exit(EXIT_OK)  # not sys.exit: it would wait for connection threads
         self.stopping = True
+        self.release.cancel()
         self.notifier.stopping()
         log.info("stopping: finishing requests in flight (up to %.0f s)", SHUTDOWN_GRACE)
         # The handler runs in the main thread, inside serve_forever: shut down from another.
@@ -95,11 +101,13 @@ class Daemon:
             if getattr(config, section) != getattr(self.config, section):
                 log.warning("reload: [%s] changed; restart spfpolicy to apply it", section)
         configure_logging(config.log.level, config.log.format, background=True)
+        old_budget = self.config.spf.time_budget
         resolver = self.service.evaluator.resolver if config.dns == self.config.dns else None
         service = self.build(config, resolver)
         self.service = service
         self.server.set_handlers(service.begin, service.complete, service.error_decision().action)
         self.config = config
+        self.release.schedule(old_budget + RELEASE_MARGIN)
         self.observer.config_reloaded(success=True)
         log.info("configuration reloaded in %.0f ms", (time.monotonic() - started) * 1000)
         self.notifier.ready("configuration reloaded")

@@ -66,6 +66,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--warmup-seconds", type=float, help="samples left out (default: 20%% of the run, <=120)")
     add("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="TOML value")
     add("--workdir", type=Path, default=Path("/tmp/spfpolicy-soak"))
+    add("--source", type=Path, help="run the spfpolicy of this source tree (a baseline)")
     add("--output", type=Path, help="the JSON results (default: WORKDIR/soak.json)")
     arguments = parser.parse_args(argv)
     if arguments.warmup_seconds is None:
@@ -148,7 +149,12 @@ def soak(arguments: argparse.Namespace, results: dict[str, Any]) -> None:
     seconds = arguments.minutes * 60
     context = multiprocessing.get_context("fork")
     with soakdns.serving(world.zone, servfail, (0.0, arguments.dns_delay)) as ports:
-        contender = Contender("spfpolicy", Kind.SPFPOLICY, config_settings(arguments, 0, ports))
+        contender = Contender(
+            "spfpolicy",
+            Kind.SPFPOLICY,
+            config_settings(arguments, 0, ports),
+            source=arguments.source,
+        )
         with running(contender, arguments.workdir, ports[0]) as daemon:
             summaries: multiprocessing.Queue[Summary] = context.Queue()
             driver = context.Process(

@@ -1,4 +1,4 @@
-"""Memory given back after a reload: once, after the delay, the latest reload's only."""
+"""Memory given back after a reload: a delay after it, and never put off by later reloads."""
 
 from __future__ import annotations
 

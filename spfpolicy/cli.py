@@ -20,6 +20,7 @@ from spfpolicy.model import ListenAddress, NullObserver, PolicyRequest, SpfPolic
 from spfpolicy.ops import notify
 from spfpolicy.ops.logs import configure_logging
 from spfpolicy.ops.metrics import MetricsExporter, PrometheusObserver
+from spfpolicy.resolver import multiplex
 from spfpolicy.resolver.answers import Resolver
 from spfpolicy.resolver.cache import CacheLimits, CachingResolver
 from spfpolicy.resolver.stub import StubResolver
@@ -139,7 +140,11 @@ def build_resolver(
     if not dns.cache_size:
         return resolver
     limits = CacheLimits(dns.cache_size, dns.min_ttl, dns.max_ttl, dns.negative_ttl_max)
-    cache = CachingResolver(resolver, limits, observer=observer)
+    # Prefetching asks as the stub does; a resolver given for tests is asked only by threads.
+    multiplexer = None
+    if isinstance(resolver, StubResolver):
+        multiplexer = multiplex.QueryMultiplexer(resolver)
+    cache = CachingResolver(resolver, limits, multiplexer=multiplexer, observer=observer)
     if observer is not None:
         observer.track_dns_cache(cache.__len__)
     return cache
@@ -160,7 +165,10 @@ def build_server(
         config.server.listen if listen is None else listen,
         service.begin,
         complete=service.complete,
+        wait=service.wait_for_dns,
+        resume=service.resume,
         max_connections=config.server.max_connections,
+        other_descriptors=multiplex.MAX_IN_FLIGHT,
         idle_timeout=config.server.idle_timeout,
         unix_mode=config.server.unix_mode_bits,
         error_action=service.error_decision().action,

@@ -105,7 +105,13 @@ class Daemon:
         resolver = self.service.evaluator.resolver if config.dns == self.config.dns else None
         service = self.build(config, resolver)
         self.service = service
-        self.server.set_handlers(service.begin, service.complete, service.error_decision().action)
+        self.server.set_handlers(
+            service.begin,
+            service.complete,
+            service.error_decision().action,
+            wait=service.wait_for_dns,
+            resume=service.resume,
+        )
         self.config = config
         self.release.schedule(old_budget + RELEASE_MARGIN)
         self.observer.config_reloaded(success=True)

@@ -213,8 +213,11 @@ class Observer(Protocol):
     def config_reloaded(self, success: bool) -> None:
         """A configuration reload finished; success is False when the file was refused."""
 
-    def dns_query(self, rdtype: str, outcome: str, duration: float) -> None:
-        """One upstream DNS query finished with outcome (answer, nxdomain, timeout, ...)."""
+    def dns_query(
+        self, rdtype: str, outcome: str, duration: float, *, prefetch: bool = False
+    ) -> None:
+        """One upstream DNS query finished with outcome (answer, nxdomain, timeout, ...);
+        prefetch when it was asked ahead of the evaluation, without a waiting thread."""
 
     def dns_cache_lookup(self, hit: bool) -> None:
         """The DNS cache was asked; hit is False when an upstream query was needed."""
@@ -253,7 +256,9 @@ class NullObserver:
     def config_reloaded(self, success: bool) -> None:
         """Ignore a reload."""
 
-    def dns_query(self, rdtype: str, outcome: str, duration: float) -> None:
+    def dns_query(
+        self, rdtype: str, outcome: str, duration: float, *, prefetch: bool = False
+    ) -> None:
         """Ignore a DNS query."""
 
     def dns_cache_lookup(self, hit: bool) -> None:

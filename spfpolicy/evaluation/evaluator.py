@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from spfpolicy.evaluation.caches import ExpiringCache, ResultCache
@@ -25,10 +25,10 @@ from spfpolicy.evaluation.query import (
     check_host,
     install_dns_hook,
 )
-from spfpolicy.evaluation.snapshot import OutsideSnapshot, SnapshotResolver, snapshot
+from spfpolicy.evaluation.snapshot import OutsideSnapshot, SnapshotResolver, missing, snapshot
 from spfpolicy.evaluation.trace import LookupTrace
 from spfpolicy.model import Identity, NullObserver, Observer, SpfOutcome, SpfResult
-from spfpolicy.resolver.answers import AnswerCache, Resolver
+from spfpolicy.resolver.answers import AnswerCache, AnswerKey, Resolver
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +93,21 @@ class SpfEvaluator:
         )
 
     def evaluate_now(
-        self, identity: Identity, *, client_address: str, sender: str, helo: str
+        self,
+        identity: Identity,
+        *,
+        client_address: str,
+        sender: str,
+        helo: str,
+        result_cache: bool = True,
+        fetched: Collection[AnswerKey] = frozenset(),
     ) -> Evaluation | None:
         """The evaluation if it needs no wait: from the result cache, or over cached DNS when
         every answer the domain's record tree may need is cached; None when DNS must be asked
-        (then compute())."""
+        (then prefetch() or compute()). result_cache False skips the result cache (asked
+        already for this request); fetched are the questions prefetched for it (not hits)."""
         checked_sender, helo = _checked(identity, sender, helo)
-        if self.result_cache is not None:
+        if self.result_cache is not None and result_cache:
             cached = self._cached(identity, client_address, checked_sender, helo)
             self.observer.result_cache_lookup(hit=cached is not None)
             if cached is not None:
@@ -114,13 +122,45 @@ class SpfEvaluator:
         )
         if answers is None:
             return None
-        resolver = SnapshotResolver(answers, self.observer)
+        resolver = SnapshotResolver(answers, self.observer, fetched)
         context = LookupContext(resolver, _NO_WAIT, LookupTrace(over_snapshot=True))
         try:
             return self._run(identity, client_address, (sender, checked_sender), helo, context)
         except OutsideSnapshot:
             log.error("an evaluation over cached DNS needed more (a bug)", exc_info=True)
             return None
+
+    def prefetch(
+        self,
+        identity: Identity,
+        *,
+        client_address: str,
+        sender: str,
+        helo: str,
+        deadline: float,
+        asked: set[AnswerKey],
+        ready: Callable[[], None],
+    ) -> bool:
+        """Start the DNS questions that evaluate_now() lacks, without waiting; True when ready()
+        will be called once they have landed (then evaluate_now() again, result_cache=False).
+
+        False leaves the evaluation to compute() on a worker: a tree no snapshot can serve
+        (macros, ptr), nothing new to ask, or a question asked before for this request (in
+        asked, which this extends): its answer failed or did not stay in the cache.
+        """
+        if self.dns_cache is None:
+            return False
+        checked_sender, helo = _checked(identity, sender, helo)
+        keys = missing(
+            self.dns_cache,
+            domain_text(checked_sender, helo),
+            ipv6=":" in client_address,
+            ipv6_void_fairness=self.settings.ipv6_void_fairness,
+        )
+        if not keys or not asked.isdisjoint(keys):
+            return False
+        asked.update(keys)
+        return self.dns_cache.prefetch(keys, deadline, ready)
 
     def compute(
         self, identity: Identity, *, client_address: str, sender: str, helo: str, deadline: float

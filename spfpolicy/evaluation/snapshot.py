@@ -7,18 +7,24 @@ target, which pyspf always fetches), CNAMEs followed. The walk asks for more tha
 evaluation can reach (every term, beyond the lookup limits of §4.6.4 too), never less: when the
 cache holds all of it, pyspf runs over that snapshot and cannot meet a question it lacks. A tree
 with a macro anywhere, or a ptr term (it asks for the client's own name), is left to a worker,
-as is one with any answer missing or failed.
+as is one with any answer failed.
+
+When answers are missing, missing() names them, for the cache to prefetch all at once: the
+record tree as far as it is known, so that a cold evaluation waits about one round trip per
+level. It names only what the first LOOKUP_LIMIT DNS-querying terms of the known tree need
+(RFC 7208 §4.6.4, in evaluation order: mechanisms left to right, includes depth first, then
+redirect=; a subtree not yet fetched counts as its one term), and of an mx term the first
+MX_LIMIT exchanges; never a name from a macro, which ends the walk.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import typing
 
 from spfpolicy.model import NullObserver, Observer, SpfPolicyError
-from spfpolicy.resolver.answers import AnswerCache, DnsAnswer, DnsRecord
-
-AnswerKey = tuple[str, str]  # owner name (lower case, no final dot), type
+from spfpolicy.resolver.answers import AnswerCache, AnswerKey, DnsAnswer, DnsRecord
 
 # A walk that needs more answers than this is left to a worker: a legitimate tree stays far
 # below (10 DNS-querying terms, §4.6.4; up to 10 MX exchanges each), a hostile one does not.
@@ -27,10 +33,21 @@ MAX_DEPTH = 12  # include:/redirect= levels; pyspf's own recursion limit is lowe
 # A term's name: a mechanism (RFC 7208 §5) before ":" or "/", or a modifier before "=" (§6).
 _TERM = re.compile(r"[+\-~?]?([A-Za-z][A-Za-z0-9_.\-]*)([:=/]?)(.*)", re.DOTALL)
 _SPF_VERSION = re.compile(rb"v=spf1(?: |$)", re.IGNORECASE)  # RFC 7208 §4.5
+LOOKUP_LIMIT = 10  # DNS-querying terms (RFC 7208 §4.6.4)
+MX_LIMIT = 10  # exchanges of one mx term whose addresses are looked up (§4.6.4)
+_DNS_TERMS = frozenset({"include", "a", "mx", "ptr", "exists", "redirect"})
 
 
 class _Unavailable(Exception):  # noqa: N818 - ends a walk, never leaves this module
     """The tree needs an answer the cache does not hold, or something no snapshot can give."""
+
+
+class _Missing(Exception):  # noqa: N818 - ends one term of a collecting walk
+    """The cache lacks this answer."""
+
+    def __init__(self, key: AnswerKey) -> None:
+        super().__init__(key)
+        self.key = key
 
 
 class OutsideSnapshot(SpfPolicyError):  # noqa: N818 - a broken invariant, never a DNS result
@@ -49,16 +66,43 @@ def snapshot(
     return walk.answers
 
 
+def missing(
+    cache: AnswerCache, domain: str, *, ipv6: bool, ipv6_void_fairness: bool = False
+) -> list[AnswerKey] | None:
+    """The questions to ask so that the walk gets further (see the module), [] when there
+    are none within the limits, or None when no snapshot can serve the tree."""
+    walk = _Walk(cache, ipv6, ipv6_void_fairness, collect=True)
+    try:
+        walk.gather(walk.record, domain, 0)
+    except _Unavailable:
+        return None
+    return list(dict.fromkeys(walk.missing))
+
+
 class _Walk:
     """One look through the cache along a domain's record tree."""
 
-    def __init__(self, cache: AnswerCache, ipv6: bool, ipv6_void_fairness: bool) -> None:
+    def __init__(
+        self, cache: AnswerCache, ipv6: bool, ipv6_void_fairness: bool, collect: bool = False
+    ) -> None:
         self.cache = cache
         self.address_type = "AAAA" if ipv6 else "A"
         self.ipv6_void_fairness = ipv6 and ipv6_void_fairness
         self.answers: dict[AnswerKey, DnsAnswer] = {}
         self.resolved: dict[AnswerKey, list[DnsRecord]] = {}
         self.walked: set[str] = set()
+        self.collect = collect  # note missing answers and go on, rather than give up
+        self.missing: list[AnswerKey] = []
+        self.terms = 0  # DNS-querying terms met so far, in evaluation order
+
+    def gather(self, step: typing.Callable[..., None], *arguments: typing.Any) -> None:
+        """step(*arguments); in a collecting walk, an answer it lacks is noted (within the
+        lookup limit) and the walk goes on with the next step."""
+        try:
+            step(*arguments)
+        except _Missing as lacking:
+            if self.terms <= LOOKUP_LIMIT:
+                self.missing.append(lacking.key)
 
     def ask(self, name: str, rdtype: str) -> list[DnsRecord]:
         """The cached records of that type for name, CNAMEs followed as pyspf follows them
@@ -71,6 +115,8 @@ class _Walk:
             raise _Unavailable(f"more than {MAX_ANSWERS} answers")
         answer = self.cache.cached(*key)
         if answer is None:
+            if self.collect:
+                raise _Missing(key)
             raise _Unavailable(f"{key[0]}/{rdtype} is not cached")
         self.answers[key] = answer
         self.resolved[key] = found = [r for r in answer.records if r.rdtype == rdtype]
@@ -91,8 +137,10 @@ class _Walk:
         records = [text for text in self.texts(name) if _SPF_VERSION.match(text)]
         if len(records) != 1:
             return  # none, or several (a permerror): nothing more is asked
-        for term in records[0].decode("utf-8", "replace").split(" ")[1:]:
-            self.term(term, name, depth)
+        terms = records[0].decode("utf-8", "replace").split(" ")[1:]
+        # Modifiers after the mechanisms, as check_host() reaches them (RFC 7208 §6.1).
+        for term in sorted(terms, key=lambda term: "=" in term.split(":", 1)[0]):
+            self.gather(self.term, term, name, depth)
 
     def texts(self, name: str) -> list[bytes]:
         """The TXT strings of name, each joined (RFC 7208 §3.3); none may hold a macro."""
@@ -110,6 +158,8 @@ class _Walk:
         if match is None:
             return
         kind, separator, rest = match[1].lower(), match[2], match[3]
+        if kind in _DNS_TERMS and (separator == "=") == (kind == "redirect"):
+            self.terms += 1
         if separator == "=":
             if kind == "redirect":  # case-insensitive here: asking more is always safe
                 self.record(rest, depth + 1)
@@ -123,12 +173,19 @@ class _Walk:
         if kind == "a":
             self.address(target)
         elif kind == "mx":
-            for record in self.ask(target, "MX"):
-                self.address(str(typing.cast(tuple[int, str], record.value)[1]))
+            self.exchanges(target)
         elif kind == "include":
             self.record(target, depth + 1)
         elif kind == "exists":
             self.ask(target, "A")
+
+    def exchanges(self, name: str) -> None:
+        """The MX records of name, then their exchanges' addresses (only the first MX_LIMIT
+        in a collecting walk: pyspf gives permerror beyond them)."""
+        for number, record in enumerate(self.ask(name, "MX")):
+            exchange = str(typing.cast(tuple[int, str], record.value)[1])
+            if not self.collect or number < MX_LIMIT:
+                self.gather(self.address, exchange)
 
     def address(self, name: str) -> None:
         """A/AAAA as pyspf asks them for the client's family (with the A fallback of IPv6
@@ -138,18 +195,29 @@ class _Walk:
 
 
 class SnapshotResolver:
-    """A Resolver answering from a snapshot alone, counted as the DNS cache would count it."""
+    """A Resolver answering from a snapshot alone, counted as the DNS cache would count it.
+
+    An answer in fetched was prefetched for this very request: it is not a cache hit (its miss
+    was counted when it was asked), and the trace shows it as fetched.
+    """
 
     def __init__(
-        self, answers: dict[AnswerKey, DnsAnswer], observer: Observer | None = None
+        self,
+        answers: dict[AnswerKey, DnsAnswer],
+        observer: Observer | None = None,
+        fetched: typing.Collection[AnswerKey] = frozenset(),
     ) -> None:
         self.answers = answers
         self.observer: Observer = observer or NullObserver()
+        self.fetched = fetched
 
     def query(self, name: str, rdtype: str, deadline: float) -> DnsAnswer:
         """The snapshot's answer; OutsideSnapshot if it has none (a bug, logged by the caller)."""
-        answer = self.answers.get((name.lower().rstrip("."), rdtype))
+        key = (name.lower().rstrip("."), rdtype)
+        answer = self.answers.get(key)
         if answer is None:
             raise OutsideSnapshot(f"{name}/{rdtype} is not in the snapshot")
+        if key in self.fetched:
+            return dataclasses.replace(answer, from_cache=False)
         self.observer.dns_cache_lookup(hit=True)
         return answer

@@ -75,8 +75,9 @@ class PrometheusObserver:
         )
         self.dns_queries = Counter(
             "spfpolicy_dns_queries",
-            "Upstream DNS queries, by record type and outcome.",
-            ["rdtype", "outcome"],
+            "Upstream DNS queries, by record type, outcome and path (prefetch: asked ahead of "
+            "the evaluation along the record tree; wait: asked by a worker thread that waits).",
+            ["rdtype", "outcome", "path"],
             registry=registry,
         )
         self.dns_duration = Histogram(
@@ -208,10 +209,13 @@ class PrometheusObserver:
         """Count a connection refused for lack of room."""
         self.connections_refused.inc()
 
-    def dns_query(self, rdtype: str, outcome: str, duration: float) -> None:
+    def dns_query(
+        self, rdtype: str, outcome: str, duration: float, *, prefetch: bool = False
+    ) -> None:
         """Count one upstream query and its time."""
         label = rdtype if rdtype in _RDTYPES else "other"
-        self._child(self.dns_queries, label, outcome).inc()
+        path = "prefetch" if prefetch else "wait"
+        self._child(self.dns_queries, label, outcome, path).inc()
         self.dns_duration.observe(duration)
 
     def dns_cache_lookup(self, hit: bool) -> None:

@@ -7,6 +7,7 @@ NXDOMAIN and NODATA are empty answers, not errors; only timeouts and server fail
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -16,6 +17,8 @@ from spfpolicy.model import SpfPolicyError
 # What a record's value is, in the shapes pyspf works with:
 # A/AAAA/PTR/CNAME -> text, MX -> (preference, exchange), TXT -> its character-strings.
 RecordValue = str | tuple[int, str] | tuple[bytes, ...]
+# One question as the cache keys it: the owner name (lower case, no final dot) and the type.
+AnswerKey = tuple[str, str]
 
 
 class DnsFailure(StrEnum):
@@ -71,3 +74,23 @@ class AnswerCache(Protocol):
 
     def cached(self, name: str, rdtype: str) -> DnsAnswer | None:
         """The cached, unexpired answer to name/rdtype; None when absent or a failure."""
+
+    def prefetch(
+        self, keys: Iterable[AnswerKey], deadline: float, ready: Callable[[], None]
+    ) -> bool:
+        """Ask for these without waiting; True when ready() will be called once all have
+        landed, False when there is nothing to wait for (see CachingResolver.prefetch)."""
+
+
+# What a question asked ahead came to: an answer, a failure, or None when it must be asked again
+# the blocking way (a truncated reply, which only StubResolver.query retries over TCP).
+DnsOutcome = DnsAnswer | DnsError | None
+
+
+class Multiplexer(Protocol):
+    """Asks questions without blocking the caller (spfpolicy.resolver.multiplex)."""
+
+    def ask(
+        self, name: str, rdtype: str, deadline: float, done: Callable[[DnsOutcome], None]
+    ) -> None:
+        """Ask name/rdtype before deadline; done(outcome) is called once, from any thread."""

@@ -9,13 +9,21 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cachetools import LRUCache
 
 from spfpolicy.model import NullObserver, Observer
-from spfpolicy.resolver.answers import DnsAnswer, DnsError, DnsFailure, Resolver
+from spfpolicy.resolver.answers import (
+    AnswerKey,
+    DnsAnswer,
+    DnsError,
+    DnsFailure,
+    DnsOutcome,
+    Multiplexer,
+    Resolver,
+)
 
 # A server failure or a timeout is remembered this long, so that a dead domain costs the
 # requests for it one wait, not one each; short, since it may be transient (RFC 2308 §7).
@@ -30,13 +38,33 @@ class _Entry:
 
 
 class _Flight:
-    """One upstream question in progress, which other threads asking the same may wait for."""
+    """One upstream question in progress, which other threads asking the same may wait for,
+    and prefetches be told of (callbacks, called once it has landed)."""
 
-    __slots__ = ("done", "entry")
+    __slots__ = ("callbacks", "done", "entry")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.entry: _Entry | None = None
+        self.callbacks: list[Callable[[], None]] = []
+
+
+class _Countdown:
+    """Calls ready() once every one of count flights has landed (from any thread)."""
+
+    __slots__ = ("left", "lock", "ready")
+
+    def __init__(self, count: int, ready: Callable[[], None]) -> None:
+        self.left = count
+        self.ready = ready
+        self.lock = threading.Lock()
+
+    def landed(self) -> None:
+        with self.lock:
+            self.left -= 1
+            last = self.left == 0
+        if last:
+            self.ready()
 
 
 @dataclass(frozen=True)
@@ -54,7 +82,8 @@ class CachingResolver:
 
     Answers live for their TTL clamped to the limits, negative answers for the SOA minimum
     (RFC 2308 §5) up to negative_ttl_max, failures for FAILURE_TTL; least recently used entries
-    go first when it is full. Concurrent identical questions share one upstream query.
+    go first when it is full. Concurrent identical questions share one upstream query, whether
+    a thread waits for it (query) or it was asked ahead (prefetch, through multiplexer).
     """
 
     def __init__(
@@ -62,10 +91,12 @@ class CachingResolver:
         upstream: Resolver,
         limits: CacheLimits | None = None,
         *,
+        multiplexer: Multiplexer | None = None,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.upstream = upstream
+        self.multiplexer = multiplexer
         self.limits = limits or CacheLimits()
         self.observer: Observer = observer or NullObserver()
         self.clock = clock
@@ -117,6 +148,43 @@ class CachingResolver:
             return None
         return entry.answer
 
+    def prefetch(
+        self, keys: Iterable[AnswerKey], deadline: float, ready: Callable[[], None]
+    ) -> bool:
+        """Ask for these questions without waiting; True when ready() will be called (on some
+        other thread, or before this returns) once every one of them has landed in the cache.
+
+        False when there is nothing to wait for: no multiplexer, every answer already cached,
+        or one of them a cached failure, which only the blocking path reports as it should.
+        """
+        if self.multiplexer is None:
+            return False
+        now = self.clock()
+        started: list[tuple[AnswerKey, _Flight]] = []
+        countdown = _Countdown(0, ready)
+        with self._lock:
+            wanted: list[AnswerKey] = []
+            for key in dict.fromkeys(keys):
+                entry = self._cache.get(key)
+                if entry is None or entry.expires <= now:
+                    wanted.append(key)
+                elif entry.error is not None:
+                    return False
+            for key in wanted:
+                flight = self._in_flight.get(key)
+                if flight is None:
+                    flight = self._in_flight[key] = _Flight()
+                    started.append((key, flight))
+                flight.callbacks.append(countdown.landed)
+                countdown.left += 1
+        if not countdown.left:
+            return False
+        for _ in wanted:
+            self.observer.dns_cache_lookup(hit=False)
+        for key, flight in started:
+            self.multiplexer.ask(*key, deadline, _Landing(self, key, flight))
+        return True
+
     def _wait(self, flight: _Flight, deadline: float) -> _Entry | None:
         """The flight's outcome, or None when it says nothing about the name."""
         if not flight.done.wait(timeout=max(0.0, deadline - self.clock())):
@@ -134,24 +202,38 @@ class CachingResolver:
         """Ask upstream as the leader, cache what may be cached, wake the followers."""
         try:
             answer = self.upstream.query(name, rdtype, deadline)
-            expires = self.clock() + self._ttl(answer)
-            entry = _Entry(dataclasses.replace(answer, expires=expires), None, expires)
-            cached = _Entry(
-                dataclasses.replace(answer, expires=expires, from_cache=True), None, expires
-            )
         except DnsError as error:
-            expires = self.clock() + FAILURE_TTL
-            # Kept without its traceback: frames would keep the asking request alive.
-            entry = cached = _Entry(None, _bare(error), expires)
+            return self.landed(key, flight, error)
         except BaseException as error:
             # Never leave followers waiting on a flight that will not land.
             failed = DnsError(DnsFailure.ERROR, f"resolver failure: {error}", cacheable=False)
-            entry = _Entry(None, failed, 0.0)
-            self._land(key, flight, entry, store=None)
+            self._land(key, flight, _Entry(None, failed, 0.0), store=None)
             raise
-        store = cached if entry.error is None or entry.error.cacheable else None
-        self._land(key, flight, cached, store=store)
-        return entry
+        return self.landed(key, flight, answer)
+
+    def landed(self, key: AnswerKey, flight: _Flight, outcome: DnsOutcome) -> _Entry:
+        """Cache what an upstream question came to where it may be cached, and tell everyone
+        waiting for its flight; the entry for whoever asked (an answer not marked cached).
+
+        None is a question the multiplexer gave back (a truncated reply): nothing is learnt,
+        and a thread that waits for it asks again itself, over TCP.
+        """
+        if outcome is None:
+            failure = DnsError(DnsFailure.ERROR, "truncated: to be asked again", cacheable=False)
+            entry = _Entry(None, failure, 0.0)
+            self._land(key, flight, entry, store=None)
+            return entry
+        if isinstance(outcome, DnsError):
+            expires = self.clock() + FAILURE_TTL
+            # Kept without its traceback: frames would keep the asking request alive.
+            entry = _Entry(None, _bare(outcome), expires)
+            self._land(key, flight, entry, store=entry if outcome.cacheable else None)
+            return entry
+        expires = self.clock() + self._ttl(outcome)
+        kept = dataclasses.replace(outcome, expires=expires, from_cache=True)
+        cached = _Entry(kept, None, expires)
+        self._land(key, flight, cached, store=cached)
+        return _Entry(dataclasses.replace(outcome, expires=expires), None, expires)
 
     def _land(
         self, key: tuple[str, str], flight: _Flight, entry: _Entry, store: _Entry | None
@@ -162,6 +244,10 @@ class CachingResolver:
             self._in_flight.pop(key, None)
         flight.entry = entry
         flight.done.set()
+        # Read after the flight left _in_flight (under the lock): no callback can join it now.
+        for callback in flight.callbacks:
+            callback()
+        flight.callbacks = []
 
     def _ttl(self, answer: DnsAnswer) -> float:
         limits = self.limits
@@ -182,3 +268,15 @@ def _unpack(entry: _Entry) -> DnsAnswer:
 def _bare(error: DnsError) -> DnsError:
     """The same failure, without traceback, cause or context."""
     return DnsError(error.failure, str(error), cacheable=error.cacheable)
+
+
+class _Landing:
+    """What the multiplexer calls with a prefetched question's outcome."""
+
+    __slots__ = ("cache", "flight", "key")
+
+    def __init__(self, cache: CachingResolver, key: AnswerKey, flight: _Flight) -> None:
+        self.cache, self.key, self.flight = cache, key, flight
+
+    def __call__(self, outcome: DnsOutcome) -> None:
+        self.cache.landed(self.key, self.flight, outcome)

@@ -68,52 +68,30 @@ class StubResolver:
         except DnsError as error:
             self.observer.dns_query(rdtype, error.failure.value, self.clock() - started)
             raise
-        outcome = "answer" if answer.records else answer.rcode.lower().replace("noerror", "nodata")
-        self.observer.dns_query(rdtype, outcome, self.clock() - started)
+        self.observer.dns_query(rdtype, outcome_label(answer), self.clock() - started)
         return answer
 
     def _ask_servers(self, name: str, rdtype: str, deadline: float) -> DnsAnswer:
-        if "\\" in name:
-            # No host name holds a backslash (RFC 1123 §2.1); dnspython would read it as an
-            # escape and ask for another name ("a\\046b" is one label "a.b"), or fail on "\\300".
-            # Such a name is malformed: as if it did not exist (RFC 7208 §4.3).
-            return DnsAnswer((), 0.0, "NXDOMAIN")
-        try:
-            request = dns.message.make_query(
-                _question_name(name), rdtype, use_edns=0, payload=EDNS_PAYLOAD, want_dnssec=False
-            )
-        except (dns.exception.DNSException, ValueError, struct.error) as error:
-            # An unencodable name (label too long, ...) cannot exist: an empty answer.
-            log.debug("cannot ask for %r %s: %s", name, rdtype, error)
-            return DnsAnswer((), 0.0, "NXDOMAIN")
+        request = make_question(name, rdtype)
+        if isinstance(request, DnsAnswer):
+            return request
         failure = DnsError(DnsFailure.TIMEOUT, f"DNS timeout for {name} {rdtype}")
         for server in self.nameservers:
             try:
-                reply = self._exchange(request, server, deadline)
+                reply = self._udp(request, server, deadline)
+                if reply.flags & dns.flags.TC:
+                    reply = self._tcp(request, server, deadline)
+                check_rcode(reply, request, server)
             except DnsError as error:
                 failure = error
                 if error.failure is DnsFailure.TIMEOUT and self.clock() >= deadline:
                     # Cut short by the request's budget: nothing learnt about the name.
                     raise DnsError(error.failure, str(error), cacheable=False) from error
                 continue
-            return _to_answer(reply, request)
+            return to_answer(reply, request)
         raise failure
 
-    def _exchange(self, request: dns.message.Message, server: str, deadline: float) -> Any:
-        """One question to one server: UDP, then TCP if the reply was truncated."""
-        reply = self._udp(request, server, deadline)
-        if reply.flags & dns.flags.TC:
-            reply = self._tcp(request, server, deadline)
-        rcode = reply.rcode()
-        if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-            question = request.question[0]
-            asked = f"{question.name} {dns.rdatatype.to_text(question.rdtype)}"
-            raise DnsError(
-                DnsFailure.SERVFAIL, f"{server} answered {dns.rcode.to_text(rcode)} for {asked}"
-            )
-        return reply
-
-    def _attempt_deadline(self, deadline: float) -> float:
+    def attempt_deadline(self, deadline: float) -> float:
         """When one try (one server, one transport) gives up: query_timeout from now, or sooner.
 
         Fixed when the try starts, so that a stream of forged or stray packets, each of which
@@ -136,7 +114,7 @@ class StubResolver:
     def _udp(self, request: dns.message.Message, server: str, deadline: float) -> Any:
         family = socket.AF_INET6 if ":" in server else socket.AF_INET
         wire = request.to_wire()
-        attempt = self._attempt_deadline(deadline)
+        attempt = self.attempt_deadline(deadline)
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             try:
                 sock.settimeout(self._remaining(attempt))
@@ -144,7 +122,7 @@ class StubResolver:
                 sock.send(wire)
                 while True:
                     sock.settimeout(self._remaining(attempt))
-                    reply = _parse(sock.recv(MAX_TCP_MESSAGE))
+                    reply = parse_reply(sock.recv(MAX_TCP_MESSAGE))
                     # A reply to another question is ignored, as a spoofing defence.
                     if reply is not None and request.is_response(reply):
                         return reply
@@ -156,14 +134,14 @@ class StubResolver:
     def _tcp(self, request: dns.message.Message, server: str, deadline: float) -> Any:
         family = socket.AF_INET6 if ":" in server else socket.AF_INET
         wire = request.to_wire()
-        attempt = self._attempt_deadline(deadline)
+        attempt = self.attempt_deadline(deadline)
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             try:
                 sock.settimeout(self._remaining(attempt))
                 sock.connect((server, self.port))
                 sock.sendall(struct.pack("!H", len(wire)) + wire)
                 (length,) = struct.unpack("!H", self._receive(sock, 2, attempt))
-                reply = _parse(self._receive(sock, length, attempt))
+                reply = parse_reply(self._receive(sock, length, attempt))
             except TimeoutError as error:
                 raise DnsError(DnsFailure.TIMEOUT, f"no TCP reply from {server}") from error
             except OSError as error:
@@ -184,7 +162,40 @@ class StubResolver:
         return bytes(chunks)
 
 
-def _parse(wire: bytes) -> Any:
+def make_question(name: str, rdtype: str) -> dns.message.Message | DnsAnswer:
+    """The query message for name/rdtype, or the empty answer of a name that cannot exist."""
+    if "\\" in name:
+        # No host name holds a backslash (RFC 1123 §2.1); dnspython would read it as an
+        # escape and ask for another name ("a\\046b" is one label "a.b"), or fail on "\\300".
+        # Such a name is malformed: as if it did not exist (RFC 7208 §4.3).
+        return DnsAnswer((), 0.0, "NXDOMAIN")
+    try:
+        return dns.message.make_query(
+            _question_name(name), rdtype, use_edns=0, payload=EDNS_PAYLOAD, want_dnssec=False
+        )
+    except (dns.exception.DNSException, ValueError, struct.error) as error:
+        # An unencodable name (label too long, ...) cannot exist: an empty answer.
+        log.debug("cannot ask for %r %s: %s", name, rdtype, error)
+        return DnsAnswer((), 0.0, "NXDOMAIN")
+
+
+def check_rcode(reply: Any, request: dns.message.Message, server: str) -> None:
+    """DnsError (SERVFAIL) unless the reply's rcode is NOERROR or NXDOMAIN: ask the next server."""
+    rcode = reply.rcode()
+    if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+        question = request.question[0]
+        asked = f"{question.name} {dns.rdatatype.to_text(question.rdtype)}"
+        raise DnsError(
+            DnsFailure.SERVFAIL, f"{server} answered {dns.rcode.to_text(rcode)} for {asked}"
+        )
+
+
+def outcome_label(answer: DnsAnswer) -> str:
+    """How a query that got an answer ended, as spfpolicy_dns_queries_total counts it."""
+    return "answer" if answer.records else answer.rcode.lower().replace("noerror", "nodata")
+
+
+def parse_reply(wire: bytes) -> Any:
     """Parse a reply; None if it is garbage.
 
     Newer dnspython rejects a whole message for one TXT record with no character-strings,
@@ -201,7 +212,7 @@ def _parse(wire: bytes) -> Any:
         return None
 
 
-def _to_answer(reply: Any, request: dns.message.Message) -> DnsAnswer:
+def to_answer(reply: Any, request: dns.message.Message) -> DnsAnswer:
     """The records of the answer section that concern the question, as DnsRecords."""
     question = request.question[0]
     wanted = {question.rdtype, dns.rdatatype.CNAME}

@@ -2,9 +2,11 @@
 
 begin() never blocks: skip rules, the recipient rule, the message memo, the result cache and
 evaluations over DNS answers the cache already holds. What it cannot answer it returns as a
-Pending, which complete() finishes on a worker: the DNS-backed allow-lists and the evaluations
-that wait for DNS. Both run the one decision loop of
-spfpolicy.decision.deciding, and a request is logged and counted once, when it is decided.
+Pending. wait_for_dns() then asks the DNS such an evaluation lacks without holding a thread,
+and resume() takes the request up again once it has landed, as begin() would; what that cannot
+serve (the DNS-backed allow-lists, macros, ptr, failed answers) complete() finishes on a
+worker. All run the one decision loop of spfpolicy.decision.deciding, and a request is logged
+and counted once, when it is decided.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from spfpolicy.decision.actions import Receiver, internal_error_decision, skip_d
 from spfpolicy.decision.deciding import Case
 from spfpolicy.evaluation.evaluator import Evaluation, SpfEvaluator
 from spfpolicy.model import Decision, Identity, NullObserver, Observer, PolicyRequest
+from spfpolicy.resolver.answers import AnswerKey
 from spfpolicy.service.allowlist import AllowList
 from spfpolicy.service.decisionlog import log_decision, log_internal_error
 from spfpolicy.service.memo import Message, MessageMemo
@@ -38,6 +41,7 @@ class Pending:
     evaluations: list[Evaluation] = field(default_factory=list)  # of case.identities, in order
     allowed_known: bool = True  # False until the DNS-backed allow-lists have been asked
     looked_up: Identity | None = None  # the identity whose result cache lookup missed
+    asked: set[AnswerKey] = field(default_factory=set)  # questions wait_for_dns() started
 
     @property
     def request(self) -> PolicyRequest:
@@ -92,6 +96,39 @@ class PolicyService:
             step = self._internal_error(request)
         if isinstance(step, Decision):
             self._finish(request, step, started)
+        return step
+
+    def wait_for_dns(self, pending: Pending, ready: Callable[[], None]) -> bool:
+        """Start, without waiting, the DNS questions the evaluation begin() stopped at lacks;
+        True when ready() will be called (from any thread) once they have landed: then
+        resume(). False leaves the request to complete(). Never raises."""
+        identity = pending.looked_up
+        if identity is None or not pending.allowed_known or self.clock() >= pending.deadline:
+            return False
+        request = pending.request
+        try:
+            return self.evaluator.prefetch(
+                identity,
+                client_address=pending.case.client_text,
+                sender=request.sender,
+                helo=request.helo_name,
+                deadline=pending.deadline,
+                asked=pending.asked,
+                ready=ready,
+            )
+        except Exception:  # a worker can still decide it
+            log.exception("prefetch failed (instance=%r); asking on a worker", request.instance)
+            return False
+
+    def resume(self, pending: Pending) -> Decision | Pending:
+        """begin() again once the DNS wait_for_dns() asked for has landed: the Decision, or the
+        Pending still short of answers. For the I/O thread, like begin()."""
+        try:
+            step = self._begin(pending)
+        except Exception:  # noqa: BLE001 - as in begin()
+            step = self._internal_error(pending.request)
+        if isinstance(step, Decision):
+            self._finish(pending.request, step, pending.started)
         return step
 
     def complete(self, pending: Pending) -> Decision:
@@ -200,6 +237,8 @@ class PolicyService:
             client_address=pending.case.client_text,
             sender=request.sender,
             helo=request.helo_name,
+            result_cache=identity is not pending.looked_up,  # asked it before the wait
+            fetched=pending.asked,
         )
         if found is None:
             pending.looked_up = identity

@@ -1,25 +1,26 @@
 """The event loop: every connection on one I/O thread, requests that wait on worker threads.
 
 One thread reads, frames and begins every request on all connections (selectors, non-blocking
-sockets). A request that begin() decides is answered right there; one it returns pending is
-completed on a worker (spfpolicy.wire.workers), so a request waiting for DNS holds up no one.
-Idle connections cost a socket, not a thread. spfpolicy.wire.server owns the sockets' life.
+sockets). A request that begin() decides is answered right there. One it returns pending is
+offered to wait(), which may hold it without a thread until its DNS has landed, when resume()
+goes on with it here; otherwise it is completed on a worker (spfpolicy.wire.workers). Either
+way a request waiting for DNS holds up no one, and idle connections cost a socket, not a
+thread. spfpolicy.wire.server owns the sockets' life.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import selectors
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
 
-from spfpolicy.model import Observer, PolicyRequest
+from spfpolicy.model import Observer
 from spfpolicy.wire import protocol
 from spfpolicy.wire.connection import Connection, Listener, describe_peer
+from spfpolicy.wire.pending import PendingRequests, Waiting
 from spfpolicy.wire.phases import Handlers, call_phase
 from spfpolicy.wire.waker import Waker
 from spfpolicy.wire.workers import WorkerPool
@@ -61,8 +62,7 @@ class EventLoop:
         self._observer = observer
         self._forget_listeners = forget_listeners  # removes the unix socket files we made
         self._connections: set[Connection] = set()
-        self.workers = WorkerPool(max_connections)
-        self._replies: deque[tuple[Connection, bytes]] = deque()
+        self.pending = PendingRequests(WorkerPool(max_connections), self.wake)
         self._selector = selectors.DefaultSelector()
         self._stopping = False
         self._stop_by = 0.0  # the grace deadline once stopping
@@ -213,31 +213,18 @@ class EventLoop:
             answer = call_phase(handlers.begin, request, request, handlers.error_action)
             if not isinstance(answer, str):
                 connection.busy = True
-                # Until the worker answers, read nothing more: a pipelining peer waits.
+                # Until the request is answered, read nothing more: a pipelining peer waits.
                 self._selector.unregister(connection.sock)
-                work = functools.partial(self._work, connection, request, answer, handlers)
-                self.workers.submit(work)
+                self.pending.hand_over(Waiting(connection, request, answer, handlers))
                 return
             action = answer
             if not self._send(connection, protocol.encode_reply(action)):
                 return
 
-    def _work(
-        self, connection: Connection, request: PolicyRequest, pending: object, handlers: Handlers
-    ) -> None:
-        """On a worker: complete the request, then hand the reply to the I/O thread."""
-        action = call_phase(handlers.complete, pending, request, handlers.error_action)
-        if not isinstance(action, str):
-            logger.error("complete() returned %r, not a Decision", action)
-            action = handlers.error_action
-        self._replies.append((connection, protocol.encode_reply(action)))
-        self.wake()
-
     def _take_replies(self) -> None:
-        """Send the replies workers have finished (the wake-up pipe was readable)."""
+        """Send the replies finished off the I/O thread (the wake-up pipe was readable)."""
         self._waker.drain()
-        while self._replies:
-            connection, reply = self._replies.popleft()
+        for connection, reply in self.pending.take():
             connection.busy = False
             if connection.closed:
                 continue  # cut at shutdown, or the peer went away

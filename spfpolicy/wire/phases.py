@@ -1,7 +1,9 @@
 """How the wire calls the decision: begin() on the I/O thread, complete() on a worker.
 
-The server knows nothing of SPF: it holds these two callables (swapped together on reload)
-and turns what they return, or raise, into the action text of a reply.
+The server knows nothing of SPF: it holds these callables (swapped together on reload) and
+turns what they return, or raise, into the action text of a reply. Between the two, wait()
+may take a pending request off the server's hands until it calls ready(); resume() then goes
+on with it on the I/O thread, as begin() did, so a request waiting that way holds no thread.
 """
 
 from __future__ import annotations
@@ -18,6 +20,20 @@ logger = logging.getLogger("spfpolicy.wire.server")
 Begin = Callable[[PolicyRequest], object]
 # On a worker: the Decision for what Begin left pending.
 Complete = Callable[[Any], Decision]
+# On the I/O thread: True when it will call ready() (from any thread) for Resume to go on.
+Wait = Callable[[Any, Callable[[], None]], bool]
+# On the I/O thread, never blocking: what Begin returns, for a request Wait made ready.
+Resume = Callable[[Any], object]
+
+
+def never_waits(pending: object, ready: Callable[[], None]) -> bool:
+    """The Wait of handlers that have none: every pending request goes to a worker."""
+    return False
+
+
+def nothing_to_resume(pending: object) -> object:
+    """The Resume of handlers that never wait (never called)."""
+    return pending
 
 
 class Handlers(NamedTuple):
@@ -26,6 +42,8 @@ class Handlers(NamedTuple):
     begin: Begin
     complete: Complete
     error_action: str
+    wait: Wait = never_waits
+    resume: Resume = nothing_to_resume
 
 
 def call_phase(

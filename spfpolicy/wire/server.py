@@ -2,9 +2,10 @@
 
 The serving itself is spfpolicy.wire.eventloop: one I/O thread for every connection, worker threads
 for requests that wait on DNS. It speaks the wire protocol through spfpolicy.wire.protocol and
-knows nothing of SPF or DNS: every request goes to two callables, begin (on the I/O thread: a
-Decision, or a pending request) and complete (on a worker: pending -> Decision), which
-set_handlers() can swap on reload.
+knows nothing of SPF or DNS: every request goes to begin (on the I/O thread: a Decision, or a
+pending request), a pending one to wait (which may hold it without a thread until it is ready
+for resume, on the I/O thread again) or else to complete (on a worker: pending -> Decision);
+set_handlers() swaps them on reload (spfpolicy.wire.phases).
 """
 
 from __future__ import annotations
@@ -26,7 +27,15 @@ from spfpolicy.model import (
 from spfpolicy.wire import listeners
 from spfpolicy.wire.connection import Listener
 from spfpolicy.wire.eventloop import EventLoop
-from spfpolicy.wire.phases import Begin, Complete, Handlers
+from spfpolicy.wire.phases import (
+    Begin,
+    Complete,
+    Handlers,
+    Resume,
+    Wait,
+    never_waits,
+    nothing_to_resume,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +58,10 @@ class PolicyServer:
         begin: Begin,
         *,
         complete: Complete | None = None,
+        wait: Wait = never_waits,
+        resume: Resume = nothing_to_resume,
         max_connections: int = 4096,
+        other_descriptors: int = 0,
         idle_timeout: float = 330.0,
         unix_mode: int = 0o666,
         error_action: str,
@@ -57,8 +69,9 @@ class PolicyServer:
         inherited_sockets: Sequence[socket.socket] = (),
     ) -> None:
         self._listen = tuple(listen)
-        self._handlers = Handlers(begin, complete or _nothing_pending, error_action)
+        self._handlers = Handlers(begin, complete or _nothing_pending, error_action, wait, resume)
         self._max_connections = max_connections
+        self._other_descriptors = other_descriptors  # what else may be open (DNS sockets)
         self._idle_timeout = idle_timeout
         self._unix_mode = unix_mode
         self._observer = observer
@@ -83,11 +96,17 @@ class PolicyServer:
         return [listener.address for listener in self._listeners]
 
     def set_handlers(
-        self, begin: Begin, complete: Complete | None = None, error_action: str | None = None
+        self,
+        begin: Begin,
+        complete: Complete | None = None,
+        error_action: str | None = None,
+        *,
+        wait: Wait = never_waits,
+        resume: Resume = nothing_to_resume,
     ) -> None:
         """Answer every request from now on with these; open connections switch too."""
         error_action = self._handlers.error_action if error_action is None else error_action
-        self._handlers = Handlers(begin, complete or _nothing_pending, error_action)
+        self._handlers = Handlers(begin, complete or _nothing_pending, error_action, wait, resume)
 
     def start(self) -> None:
         """Listen on every address and start the event loop; SpfPolicyError if one fails."""
@@ -143,7 +162,7 @@ class PolicyServer:
             event_loop.stop(grace)
             thread.join(grace + FINAL_JOIN_TIMEOUT)
             # A worker still in a handler gets a little longer; its reply goes nowhere now.
-            event_loop.workers.close(FINAL_JOIN_TIMEOUT)
+            event_loop.pending.workers.close(FINAL_JOIN_TIMEOUT)
         self._finished.set()
 
     def _run(self) -> None:
@@ -168,7 +187,8 @@ class PolicyServer:
     def _check_file_limit(self) -> None:
         """Make room for max_connections descriptors, or say plainly that there is none."""
         try:
-            limit = listeners.raise_open_file_limit(self._max_connections)
+            wanted = self._max_connections + self._other_descriptors
+            limit = listeners.raise_open_file_limit(wanted)
         except (OSError, ValueError) as error:
             limit, reason = -1, str(error)
         else:

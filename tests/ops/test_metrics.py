@@ -101,10 +101,14 @@ def test_labels_stay_in_closed_sets() -> None:
     observer.request_received("rcpt")
     observer.request_received("made-up-state.attacker.example")
     observer.dns_query("NAPTR", "answer", 0.01)
+    observer.dns_query("TXT", "timeout", 2.0, prefetch=True)
     found = samples(exposition(observer))
     assert found["spfpolicy_requests_total", (("protocol_state", "RCPT"),)] == 1
     assert found["spfpolicy_requests_total", (("protocol_state", "other"),)] == 1
-    assert found["spfpolicy_dns_queries_total", (("outcome", "answer"), ("rdtype", "other"))] == 1
+    waited = (("outcome", "answer"), ("path", "wait"), ("rdtype", "other"))
+    assert found["spfpolicy_dns_queries_total", waited] == 1
+    prefetched = (("outcome", "timeout"), ("path", "prefetch"), ("rdtype", "TXT"))
+    assert found["spfpolicy_dns_queries_total", prefetched] == 1
 
 
 def test_duration_buckets_end_at_the_time_budget() -> None:

@@ -6,10 +6,11 @@ import gc
 import threading
 import time
 import weakref
+from collections.abc import Callable
 
 import pytest
 
-from spfpolicy.resolver.answers import DnsAnswer, DnsError, DnsFailure, DnsRecord
+from spfpolicy.resolver.answers import DnsAnswer, DnsError, DnsFailure, DnsOutcome, DnsRecord
 from spfpolicy.resolver.cache import FAILURE_TTL, CacheLimits, CachingResolver
 
 FAR = float("inf")
@@ -248,3 +249,127 @@ def test_a_cached_failure_keeps_no_asker_alive() -> None:
         ask()
     gc.collect()
     assert [ref for ref in alive if ref() is not None] == []
+
+
+class HeldMultiplexer:
+    """Keeps the questions asked ahead until the test answers them (answer())."""
+
+    def __init__(self) -> None:
+        self.asked: dict[tuple[str, str], Callable[[DnsOutcome], None]] = {}
+
+    def ask(
+        self, name: str, rdtype: str, deadline: float, done: Callable[[DnsOutcome], None]
+    ) -> None:
+        assert (name, rdtype) not in self.asked, "asked twice while in flight"
+        self.asked[(name, rdtype)] = done
+
+    def answer(self, name: str, rdtype: str, outcome: DnsOutcome) -> None:
+        self.asked.pop((name, rdtype))(outcome)
+
+
+def a_record(name: str, ttl: float = 300.0) -> DnsAnswer:
+    return DnsAnswer((DnsRecord(name, "A", "192.0.2.1"),), ttl)
+
+
+def held() -> tuple[CachingResolver, Upstream, HeldMultiplexer, Clock]:
+    clock = Clock()
+    multiplexer = HeldMultiplexer()
+    upstream = Upstream()
+    return (
+        CachingResolver(upstream, multiplexer=multiplexer, clock=clock),
+        upstream,
+        multiplexer,
+        clock,
+    )
+
+
+def test_prefetch_calls_ready_once_when_the_last_answer_has_landed() -> None:
+    cache, upstream, multiplexer, _ = held()
+    ready: list[bool] = []
+    keys = [("one.example", "A"), ("two.example", "A"), ("one.example", "A")]
+    assert cache.prefetch(keys, FAR, lambda: ready.append(True))
+    assert sorted(multiplexer.asked) == [("one.example", "A"), ("two.example", "A")]
+    multiplexer.answer("one.example", "A", a_record("one.example"))
+    assert ready == []
+    multiplexer.answer("two.example", "A", DnsAnswer((), 60.0, "NXDOMAIN"))
+    assert ready == [True]
+    # Both are cached now: answered without upstream, and nothing left to prefetch.
+    assert cache.query("one.example", "A", FAR).from_cache
+    assert cache.query("two.example", "A", FAR).records == ()
+    assert upstream.asked == []
+    assert not cache.prefetch(keys, FAR, lambda: ready.append(True))
+    assert ready == [True]
+
+
+def test_without_a_multiplexer_nothing_is_prefetched() -> None:
+    cache, upstream, _ = make()
+    assert not cache.prefetch([("one.example", "A")], FAR, lambda: None)
+    assert upstream.asked == []
+
+
+def test_a_thread_asking_meanwhile_shares_the_prefetched_question() -> None:
+    cache, upstream, multiplexer, _ = held()
+    ready: list[bool] = []
+    assert cache.prefetch([("shared.example", "A")], FAR, lambda: ready.append(True))
+    answers: list[DnsAnswer] = []
+    asker = threading.Thread(
+        target=lambda: answers.append(cache.query("shared.example", "A", time.monotonic() + 10))
+    )
+    asker.start()
+    time.sleep(0.1)
+    assert answers == []  # waiting for the flight the prefetch started
+    multiplexer.answer("shared.example", "A", a_record("shared.example"))
+    asker.join(timeout=5)
+    assert [answer.records[0].value for answer in answers] == ["192.0.2.1"]
+    assert (upstream.asked, ready) == ([], [True])
+
+
+def test_a_prefetch_joins_a_question_a_thread_is_asking() -> None:
+    upstream = Upstream(delay=0.3)
+    multiplexer = HeldMultiplexer()
+    cache = CachingResolver(upstream, multiplexer=multiplexer)
+    asker = threading.Thread(target=cache.query, args=("slow.example", "A", time.monotonic() + 10))
+    asker.start()
+    time.sleep(0.1)
+    landed = threading.Event()
+    assert cache.prefetch([("slow.example", "A")], FAR, landed.set)
+    assert multiplexer.asked == {}  # no second question upstream
+    assert landed.wait(timeout=5)
+    asker.join(timeout=5)
+    assert upstream.asked == [("slow.example", "A")]
+
+
+def test_a_cached_failure_is_left_to_the_blocking_path() -> None:
+    cache, _, multiplexer, _ = held()
+    with pytest.raises(DnsError):
+        cache.query("bad.example", "A", FAR)
+    assert not cache.prefetch([("bad.example", "A"), ("new.example", "A")], FAR, lambda: None)
+    assert multiplexer.asked == {}
+
+
+def test_a_question_given_back_is_asked_again_by_a_waiting_thread() -> None:
+    # A truncated reply: the multiplexer gives the question back; the blocking path retries it.
+    cache, upstream, multiplexer, _ = held()
+    ready = threading.Event()
+    assert cache.prefetch([("big.example", "A")], FAR, ready.set)
+    answers: list[DnsAnswer] = []
+    asker = threading.Thread(
+        target=lambda: answers.append(cache.query("big.example", "A", time.monotonic() + 10))
+    )
+    asker.start()
+    time.sleep(0.1)
+    multiplexer.answer("big.example", "A", None)
+    asker.join(timeout=5)
+    assert ready.is_set()
+    assert upstream.asked == [("big.example", "A")]
+    assert len(answers) == 1
+    assert not answers[0].from_cache
+
+
+def test_a_prefetch_timed_out_at_its_deadline_is_not_remembered() -> None:
+    cache, upstream, multiplexer, _ = held()
+    assert cache.prefetch([("late.example", "A")], FAR, lambda: None)
+    spent = DnsError(DnsFailure.TIMEOUT, "deadline", cacheable=False)
+    multiplexer.answer("late.example", "A", spent)
+    assert cache.query("late.example", "A", FAR).records  # asked again, not a cached failure
+    assert upstream.asked == [("late.example", "A")]

@@ -547,6 +547,14 @@ WIRE = [
         WireCase("user@self-include.example", Rule(Fault.NONE), "PREPEND Received-SPF: pass "),
         id="self-include-after-a-match",
     ),
+    # Asked ahead over UDP, truncated, then asked again over TCP by a worker.
+    pytest.param(
+        WireCase("user@big.example", Rule(Fault.NONE), "PREPEND Received-SPF: pass "),
+        id="record-only-tcp-carries",
+    ),
+    pytest.param(
+        WireCase("user@servfail.example", Rule(Fault.SERVFAIL), TEMPERROR_DEFERS), id="servfail"
+    ),
 ]
 
 

@@ -1,12 +1,15 @@
 """The two phases of a decision (PolicyService.begin, PolicyService.complete).
 
 begin() runs on the server's I/O thread: it must never ask DNS, never wait and never give up
-half-way; what it cannot answer it hands to complete() as a Pending, which finishes from there.
-Together they must decide like one pass: same answer, same DNS questions, every count made once.
+half-way; what it cannot answer it hands to complete() as a Pending, which finishes from there,
+or first to wait_for_dns(), whose prefetch lets resume() go on with it on the I/O thread.
+Either way they must decide like one pass: same answer, same DNS questions, every count made
+once.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 
 import pytest
@@ -19,7 +22,7 @@ from spfpolicy.model import Decision, Identity, NullObserver, PolicyRequest
 from spfpolicy.resolver.cache import CachingResolver
 from spfpolicy.service.allowlist import AllowList
 from spfpolicy.service.policyservice import Pending, PolicyService
-from tests.support.fakedns import FakeResolver
+from tests.support.fakedns import FakeResolver, RoundsMultiplexer
 from tests.support.phases import handle
 
 pytestmark = pytest.mark.unit
@@ -68,16 +71,20 @@ class CountingObserver(NullObserver):
 class Setup:
     """A service over the fake zone behind the real shared cache, counting everything."""
 
-    def __init__(self, config: Config | None = None) -> None:
+    def __init__(self, config: Config | None = None, *, prefetch: bool = False) -> None:
         config = config or Config()
         self.upstream = FakeResolver(ZONE)
         self.observer = CountingObserver()
-        self.cache = CachingResolver(self.upstream, observer=self.observer)
+        self.multiplexer = RoundsMultiplexer(self.upstream) if prefetch else None
+        self.cache = CachingResolver(
+            self.upstream, multiplexer=self.multiplexer, observer=self.observer
+        )
         evaluator = SpfEvaluator(
             self.cache,
             receiver="mx.receiver.example",
             result_cache=ResultCache(1000),
             observer=self.observer,
+            dns_cache=self.cache if prefetch else None,
         )
         self.service = PolicyService(
             config,
@@ -195,3 +202,73 @@ def test_begin_answers_skips_itself() -> None:
     assert isinstance(decision, Decision)
     assert decision.skip_reason == "authenticated"
     assert setup.observer.counts["decisions"] == 1
+
+
+def decide_with_prefetch(setup: Setup, request: PolicyRequest) -> tuple[Decision, int]:
+    """begin(), then wait_for_dns() and resume() for as long as they take it; complete() only
+    when wait_for_dns() declines. The decision and the rounds of DNS it waited for."""
+    assert setup.multiplexer is not None
+    step = setup.service.begin(request)
+    rounds = 0
+    while isinstance(step, Pending):
+        ready: list[bool] = []
+        if not setup.service.wait_for_dns(step, functools.partial(ready.append, True)):
+            return setup.service.complete(step), rounds
+        setup.multiplexer.deliver()
+        assert ready == [True]
+        rounds += 1
+        step = setup.service.resume(step)
+    return step, rounds
+
+
+def test_a_request_waited_for_with_prefetch_is_decided_as_in_one_pass() -> None:
+    alone, waited = Setup(), Setup(prefetch=True)
+    expected = handle(alone.service, REQUEST)
+    decision, rounds = decide_with_prefetch(waited, REQUEST)
+    assert decision == expected
+    # HELO: its record, then its a's addresses; MAIL FROM: its record, then the include's.
+    assert rounds == 4
+    assert sorted(waited.upstream.asked) == sorted(alone.upstream.asked)
+    assert waited.observer.counts["decisions"] == 1
+    assert waited.observer.counts["result_cache_miss"] == 2  # HELO, then MAIL FROM, once each
+    # What it prefetched is no cache hit: it was fetched for this request.
+    assert decision.cache_hits == 0
+    assert waited.observer.counts["dns_cache_hit"] == alone.observer.counts["dns_cache_hit"]
+    # Known now: the next message is decided by begin() at once.
+    again = waited.service.begin(REQUEST.replace(instance="4F2A1.2"))
+    assert isinstance(again, Decision)
+
+
+def test_allow_lists_that_need_dns_are_not_waited_for_without_a_worker() -> None:
+    config = parse_config('[allow]\nforwarder_domains = ["relay.example"]\n')
+    setup = Setup(config, prefetch=True)
+    begun = setup.service.begin(REQUEST.replace(client_address="203.0.113.20"))
+    assert isinstance(begun, Pending)
+    assert not setup.service.wait_for_dns(begun, lambda: None)
+    assert setup.service.complete(begun).skip_reason == "allow_forwarder"
+
+
+def test_a_request_past_its_deadline_is_not_waited_for() -> None:
+    setup = Setup(prefetch=True)
+    begun = setup.service.begin(REQUEST)
+    assert isinstance(begun, Pending)
+    begun.deadline = 0.0
+    assert not setup.service.wait_for_dns(begun, lambda: None)
+    assert setup.multiplexer is not None
+    assert setup.multiplexer.queue == []
+
+
+def test_a_failing_prefetch_is_logged_and_left_to_a_worker(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup = Setup(prefetch=True)
+
+    def broken(*args: object, **kwargs: object) -> bool:
+        raise RuntimeError("prefetch bug")
+
+    monkeypatch.setattr(setup.service.evaluator, "prefetch", broken)
+    begun = setup.service.begin(REQUEST)
+    assert isinstance(begun, Pending)
+    assert not setup.service.wait_for_dns(begun, lambda: None)
+    assert "prefetch bug" in caplog.text
+    assert setup.service.complete(begun).action.startswith("PREPEND Received-SPF: pass")

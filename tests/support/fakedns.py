@@ -1,11 +1,20 @@
-"""A data-only in-memory resolver for unit tests: zones read like zone files."""
+"""A data-only in-memory resolver for unit tests: zones read like zone files; and a
+multiplexer that answers questions asked ahead from it, a round at a time."""
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from spfpolicy.resolver.answers import DnsAnswer, DnsError, DnsFailure, DnsRecord, RecordValue
+from spfpolicy.resolver.answers import (
+    AnswerKey,
+    DnsAnswer,
+    DnsError,
+    DnsFailure,
+    DnsOutcome,
+    DnsRecord,
+    RecordValue,
+)
 
 
 def _value(rdtype: str, text: str) -> RecordValue:
@@ -51,3 +60,30 @@ class FakeResolver:
             if entry_type in (rdtype, "CNAME"):
                 records.append(DnsRecord(name, entry_type, _value(entry_type, data)))
         return DnsAnswer(tuple(records), self.ttl)
+
+
+class RoundsMultiplexer:
+    """Holds the questions asked ahead until deliver(), which answers them all from upstream:
+    one call is one round trip of the real multiplexer."""
+
+    def __init__(self, upstream: FakeResolver, *, truncate: bool = False) -> None:
+        self.upstream = upstream
+        self.truncate = truncate  # give every question back unanswered, as for a TC reply
+        self.queue: list[tuple[str, str, float, Callable[[DnsOutcome], None]]] = []
+        self.rounds: list[list[AnswerKey]] = []
+
+    def ask(
+        self, name: str, rdtype: str, deadline: float, done: Callable[[DnsOutcome], None]
+    ) -> None:
+        self.queue.append((name, rdtype, deadline, done))
+
+    def deliver(self) -> None:
+        batch, self.queue = self.queue, []
+        self.rounds.append([(name, rdtype) for name, rdtype, _, _ in batch])
+        for name, rdtype, deadline, done in batch:
+            outcome: DnsOutcome
+            try:
+                outcome = None if self.truncate else self.upstream.query(name, rdtype, deadline)
+            except DnsError as error:
+                outcome = error
+            done(outcome)

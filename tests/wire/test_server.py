@@ -134,7 +134,9 @@ class RecordingObserver:
         """Record a closed connection."""
         self.events.append(("connection_closed", ""))
 
-    def dns_query(self, rdtype: str, outcome: str, duration: float) -> None:
+    def dns_query(
+        self, rdtype: str, outcome: str, duration: float, *, prefetch: bool = False
+    ) -> None:
         """Record a DNS query."""
         self.events.append(("dns_query", rdtype))
 
@@ -748,3 +750,76 @@ def test_a_peer_that_keeps_its_end_open_after_a_malformed_request_is_closed_soon
     bad.sendall(b"no equals sign\n\n")
     assert closed_by_server(bad)  # our end is shut at once; we drain theirs a short while
     assert wait_until(lambda: observer.count("connection_closed") == 1, timeout=4.0)
+
+
+@pytest.mark.daemon
+def test_a_request_held_by_wait_is_resumed_on_the_event_loop_without_a_worker(
+    make_server: MakeServer, connect: Connect
+) -> None:
+    held: dict[str, Callable[[], None]] = {}
+    ran_on: list[tuple[str, str]] = []
+
+    def wait(pending: PolicyRequest, ready: Callable[[], None]) -> bool:
+        ran_on.append(("wait", threading.current_thread().name))
+        if pending.sender.startswith("worker@"):
+            return False
+        held[pending.sender] = ready
+        return True
+
+    def resume(pending: PolicyRequest) -> object:
+        ran_on.append(("resume", threading.current_thread().name))
+        if pending.sender.startswith("twice@") and ran_on.count(ran_on[-1]) == 1:
+            return pending  # still short of answers: offered to wait() again
+        return echo_handler(pending)
+
+    server = make_server(wait=wait, resume=resume)
+    slow, other = connect(server.addresses[0]), connect(server.addresses[0])
+    slow.sendall(rcpt("held@dns.example"))
+    assert wait_until(lambda: "held@dns.example" in held)
+    # While it is held, other connections are served, one on a worker.
+    assert exchange(other, rcpt("worker@dns.example")) == reply_for("worker@dns.example")
+    other.sendall(rcpt("twice@dns.example"))
+    assert wait_until(lambda: "twice@dns.example" in held)
+    first_ready = held.pop("twice@dns.example")
+    first_ready()  # from this thread, as the DNS thread would
+    assert wait_until(lambda: "twice@dns.example" in held)  # resumed, offered to wait() again
+    assert held["twice@dns.example"] is not first_ready
+    held.pop("twice@dns.example")()
+    assert receive(other) == reply_for("twice@dns.example")
+    held.pop("held@dns.example")()
+    assert receive(slow) == reply_for("held@dns.example")
+    assert [step for step, _ in ran_on].count("resume") == 3
+    # wait() and resume() ran on the I/O thread; only the one wait() refused went to a worker.
+    assert {thread for _, thread in ran_on} == {"spfpolicy-io"}
+    assert not [name for name in server_threads() if name.startswith("spfpolicy-worker-")][1:]
+
+
+@pytest.mark.daemon
+def test_a_failing_wait_leaves_the_request_to_a_worker(
+    make_server: MakeServer, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    def wait(pending: PolicyRequest, ready: Callable[[], None]) -> bool:
+        raise RuntimeError("prefetch blew up")
+
+    server = make_server(wait=wait)
+    client = connect(server.addresses[0])
+    assert exchange(client, rcpt("a@one.example")) == reply_for("a@one.example")
+    assert "prefetch blew up" in caplog.text
+
+
+@pytest.mark.daemon
+def test_a_failing_resume_answers_the_error_action(
+    make_server: MakeServer, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    def wait(pending: PolicyRequest, ready: Callable[[], None]) -> bool:
+        ready()  # at once, before wait() returns: allowed
+        return True
+
+    def resume(pending: PolicyRequest) -> object:
+        raise RuntimeError("resume blew up")
+
+    server = make_server(wait=wait, resume=resume)
+    client = connect(server.addresses[0])
+    assert exchange(client, rcpt("a@one.example")) == f"action={ERROR_ACTION}\n\n".encode()
+    assert "resume blew up" in caplog.text
+    assert exchange(client, rcpt("b@one.example")) == f"action={ERROR_ACTION}\n\n".encode()

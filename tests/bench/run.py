@@ -1,4 +1,4 @@
-"""Issue 4's benchmark in one command: `make bench`, or `python -m tests.bench.run [options]`.
+"""The benchmark in one command: `make bench`, or `python -m tests.bench.run [options]`.
 
 It builds the synthetic world, serves it from two test DNS servers on loopback (one answering at
 once, one `--dns-delay` late: an upstream resolver missing its cache), primes their reply memos,
@@ -6,9 +6,11 @@ measures their capacity, then runs the scenarios round by round, every contender
 (the order rotating), each in a freshly started process:
 
 - warm: K=20 connections, a warm-up pass on other messages from the same traffic, then measure;
-- cold: K=50 connections opened when the clock starts, the slow DNS, a fresh (cold) contender.
+- cold: K=50 connections opened when the clock starts, the slow DNS, a fresh (cold) contender;
+- flood: K=50 connections, the fast DNS, every message from a domain never seen before (after a
+  warm-up on other new domains).
 
-It prints a table (medians over the rounds) and issue 4's ratios, and writes everything, with the
+It prints a table (medians over the rounds) and issue 13's ratios, and writes everything, with the
 machine's description, as JSON to `--output`. See tests/bench/README.md.
 """
 
@@ -33,7 +35,7 @@ from tests.bench.contenders import (
     missing_requirement,
 )
 from tests.bench.runs import run_contender
-from tests.bench.scenarios import Scenario, build_scenarios
+from tests.bench.scenarios import Scenario, build_scenarios, flood_domains
 from tests.support.fixtures import REPO_ROOT
 from tests.support.traffic import Message, generate_messages
 from tests.support.world import World, build_world
@@ -45,8 +47,10 @@ QUICK = {  # --quick: under a minute, for checking that everything works
     "warm_seconds": 3.0,
     "warmup_requests": 3000,
     "cold_requests": 800,
+    "flood_requests": 800,
+    "flood_warmup_requests": 500,
     "timeout_share": 0.0,
-    "scenarios": "warm,cold",
+    "scenarios": "warm,cold,flood",
 }
 
 
@@ -64,7 +68,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _what_to_run(add: Callable[..., Any]) -> None:
-    add("--scenarios", default="dns,warm,cold", help="any of dns,warm,cold")
+    add("--scenarios", default="dns,warm,cold,flood", help="any of dns,warm,cold,flood")
     add("--contenders", default=",".join(DEFAULT_CONTENDERS), help="spfpolicy,dunno,policyd-spf")
     add(
         "--set",
@@ -127,6 +131,15 @@ def _how_much(add: Callable[..., Any]) -> None:
         default=0.005,
         help="share of cold-run messages from domains whose DNS times out",
     )
+    add("--flood-connections", type=int, default=50)
+    add("--flood-requests", type=int, default=3000)
+    add("--flood-seconds", type=float, default=30.0)
+    add(
+        "--flood-warmup-requests",
+        type=int,
+        default=2000,
+        help="warm-up requests of the flood scenario, from other new domains",
+    )
     add("--dns-delay", type=float, default=0.02, help="seconds the slow DNS holds each reply")
     add("--drivers", type=int, default=1, help="load driver processes")
     add("--reply-timeout", type=float, default=30.0)
@@ -175,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem := missing_requirement(contender):
             print(f"cannot run {contender.name}: {problem}", file=sys.stderr)
             return 2
-    world = build_world(arguments.domains, arguments.seed)
+    world = build_world(arguments.domains, arguments.seed, flood_domains(arguments))
     scenarios = build_scenarios(arguments, world)
     results = _skeleton(arguments, world, contenders)
     started = time.monotonic()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from tests.bench import report
 from tests.bench.load import Limit
-from tests.support.traffic import Message, encode_all, generate_messages
+from tests.support.traffic import Message, encode_all, generate_flood, generate_messages
 from tests.support.world import DomainKind, World
 
 REQUESTS_PER_MESSAGE = 1.5  # a little below the traffic's mean: enough messages for the limit
@@ -33,14 +33,28 @@ class Scenario:
 
 
 def build_scenarios(arguments: argparse.Namespace, world: World) -> list[Scenario]:
-    """The warm and cold scenarios asked for, with their encoded traffic."""
+    """The warm, cold and flood scenarios asked for, with their encoded traffic."""
     wanted = set(arguments.scenarios.split(","))
     scenarios = []
     if "warm" in wanted:
         scenarios.append(_warm(arguments, world))
     if "cold" in wanted:
         scenarios.append(_cold(arguments, world))
+    if "flood" in wanted:
+        scenarios.append(_flood(arguments, world))
     return scenarios
+
+
+def flood_domains(arguments: argparse.Namespace) -> int:
+    """How many flood domains the world needs: one per message of the warm-up and the run."""
+    if "flood" not in arguments.scenarios.split(","):
+        return 0
+    return sum(_flood_counts(arguments))
+
+
+def _flood_counts(arguments: argparse.Namespace) -> tuple[int, int]:
+    warmup = int(arguments.flood_warmup_requests / REQUESTS_PER_MESSAGE) + 1
+    return warmup, int(arguments.flood_requests / REQUESTS_PER_MESSAGE) + 1
 
 
 def _warm(arguments: argparse.Namespace, world: World) -> Scenario:
@@ -77,6 +91,24 @@ def _cold(arguments: argparse.Namespace, world: World) -> Scenario:
         messages=tuple(encode_all(messages, run=3)),
         warmup=(),
         timing_out=_timing_out(world, messages),
+    )
+
+
+def _flood(arguments: argparse.Namespace, world: World) -> Scenario:
+    """Every message from a domain never seen before, over the fast DNS. The warm-up floods other
+    new domains: the daemon is running, and the shared providers' records are what it has seen."""
+    warmup_count, count = _flood_counts(arguments)
+    warmup = generate_flood(world, 0, warmup_count, arguments.seed + 4)
+    messages = generate_flood(world, warmup_count, count, arguments.seed + 5)
+    return Scenario(
+        name=report.FLOOD,
+        connections=arguments.flood_connections,
+        slow_dns=False,
+        limit=Limit(arguments.flood_requests, arguments.flood_seconds),
+        warmup_limit=Limit(arguments.flood_warmup_requests, arguments.warmup_seconds),
+        messages=tuple(encode_all(messages, run=4)),
+        warmup=tuple(encode_all(warmup, run=5)),
+        timing_out=frozenset(),
     )
 
 

@@ -1,6 +1,7 @@
 """Benchmark traffic: messages drawn from a world, encoded as the requests Postfix 3.7 sends.
 
-Senders follow a Zipf-like popularity over the world's domains. Most messages come from a host
+Senders follow a Zipf-like popularity over the world's domains (or, for a flood, each message
+comes from a domain of its own, one never seen before). Most messages come from a host
 the sender domain's record authorises; the rest from outsiders, some with a forged HELO name.
 A message with N recipients makes N RCPT requests that share one `instance` (DESIGN.md §2); the
 queue id is known from the second recipient on, as in smtpd. Deterministic in the seed.
@@ -34,6 +35,7 @@ LOCAL_PARTS = (
     "hello",
     *(f"{first}.{last}" for first in ("anna", "ben", "chloe", "dev") for last in ("kim", "ortiz")),
 )
+LOCAL_WEIGHTS = list(itertools.accumulate(1 / rank for rank in range(1, len(LOCAL_PARTS) + 1)))
 # (recipients per message, weight): most mail has one recipient, a little has many.
 RECIPIENT_COUNTS = ((1, 78), (2, 10), (3, 5), (5, 4), (12, 2), (30, 1))
 RECEIVER_DOMAINS = ("receiver.example", "receiver-2.example")
@@ -74,8 +76,17 @@ def generate_messages(
         for index in range(count):
             if timing_out and int((index + 1) * timeout_share) > int(index * timeout_share):
                 domains[index] = rng.choice(timing_out)
-    local_weights = list(itertools.accumulate(1 / rank for rank in range(1, len(LOCAL_PARTS) + 1)))
-    return [_message(rng, world, domain, local_weights) for domain in domains]
+    return [_message(rng, world, domain) for domain in domains]
+
+
+def generate_flood(world: World, start: int, count: int, seed: int) -> list[Message]:
+    """`count` messages, one from each of the world's flood domains from number `start` on:
+    every sender domain new to a daemon that has seen no other slice of the flood."""
+    domains = world.flood[start : start + count]
+    if len(domains) < count:
+        raise ValueError(f"the world has {len(world.flood)} flood domains, not {start + count}")
+    rng = random.Random(seed)
+    return [_message(rng, world, domain) for domain in domains]
 
 
 def _zipf(rng: random.Random, domains: Sequence[SenderDomain], count: int) -> list[SenderDomain]:
@@ -84,9 +95,7 @@ def _zipf(rng: random.Random, domains: Sequence[SenderDomain], count: int) -> li
     return rng.choices(domains, cum_weights=list(itertools.accumulate(weights)), k=count)
 
 
-def _message(
-    rng: random.Random, world: World, domain: SenderDomain, local_weights: list[float]
-) -> Message:
+def _message(rng: random.Random, world: World, domain: SenderDomain) -> Message:
     if rng.random() < UNAUTHORISED_SHARE:
         host = rng.choice(world.outsiders)
         client, helo = _address(rng, host), _outsider_helo(rng, host, domain)
@@ -100,7 +109,7 @@ def _message(
     elif rng.random() < VERP_SHARE:
         sender = f"bounce-{rng.getrandbits(48):012x}@{domain.name}"
     else:
-        sender = rng.choices(LOCAL_PARTS, cum_weights=local_weights)[0] + f"@{domain.name}"
+        sender = rng.choices(LOCAL_PARTS, cum_weights=LOCAL_WEIGHTS)[0] + f"@{domain.name}"
     counts, weights = zip(*RECIPIENT_COUNTS, strict=True)
     recipients = rng.choices(counts, weights=weights)[0]
     receiver = rng.choice(RECEIVER_DOMAINS)

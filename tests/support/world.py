@@ -75,19 +75,32 @@ class SenderDomain:
 
 @dataclass(frozen=True)
 class World:
-    """Zone data plus the domains in popularity order (most popular first) and the outsiders."""
+    """Zone data plus the domains in popularity order (most popular first) and the outsiders.
+
+    `flood` are more sender domains, built like the others but outside the popularity order,
+    for traffic in which every message comes from a domain not seen before.
+    """
 
     zone: Zone
     domains: tuple[SenderDomain, ...]
     outsiders: tuple[Host, ...]
+    flood: tuple[SenderDomain, ...] = ()
 
     def kind_counts(self) -> dict[str, int]:
         """How many domains of each kind."""
         return dict(Counter(domain.kind.value for domain in self.domains))
 
 
-def build_world(domains: int = DEFAULT_DOMAINS, seed: int = DEFAULT_SEED) -> World:
-    """The whole world for `domains` sender domains; deterministic in `seed`."""
+def build_world(domains: int = DEFAULT_DOMAINS, seed: int = DEFAULT_SEED, flood: int = 0) -> World:
+    """The whole world for `domains` sender domains and `flood` more; deterministic in `seed`.
+
+    The flood domains are built last, so the rest of the world is the same with or without
+    them. They are of every kind but TIMEOUT (a flood over fast DNS), and their names and
+    addresses continue the others' numbering (so at most 65,536 domains in all: the numbers
+    are IPv6 address groups).
+    """
+    if domains + flood > 0x10000:
+        raise ValueError(f"at most 65536 domains in all, not {domains + flood}")
     builder = ZoneBuilder(random.Random(seed))
     for number in range(PROVIDERS):
         builder.providers.append(provider(builder, number))
@@ -95,7 +108,12 @@ def build_world(domains: int = DEFAULT_DOMAINS, seed: int = DEFAULT_SEED) -> Wor
     for index, kind in enumerate(_kinds(builder.rng, domains)):
         built.append(_domain(builder, index, kind, built))
     outsiders = tuple(outsider(builder, number) for number in range(OUTSIDERS))
-    return World(builder.zone, _by_popularity(builder.rng, built), outsiders)
+    ranked = _by_popularity(builder.rng, built)
+    flooding: list[SenderDomain] = []
+    for offset, drawn in enumerate(_kinds(builder.rng, flood)):
+        kind = DomainKind.PROVIDER if drawn is DomainKind.TIMEOUT else drawn
+        flooding.append(_domain(builder, domains + offset, kind, flooding))
+    return World(builder.zone, ranked, outsiders, tuple(flooding))
 
 
 def _kinds(rng: random.Random, domains: int) -> list[DomainKind]:

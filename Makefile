@@ -25,6 +25,18 @@ typecheck: $(VENV)/.installed
 pytest: $(VENV)/.installed
 	$(BIN)/pytest
 
+# The suite against the newest releases on PyPI instead of tests/constraints.txt's pins, in a
+# venv of its own (CI runs it beside `make test`): what `pip install .` gives a user today.
+NEWEST_VENV ?= .venv-newest
+.PHONY: test-newest
+test-newest:
+	rm -rf $(NEWEST_VENV)
+	$(PYTHON) -m venv $(NEWEST_VENV)
+	$(NEWEST_VENV)/bin/pip install --quiet --upgrade pip
+	$(NEWEST_VENV)/bin/pip install --quiet -e '.[test]'
+	$(NEWEST_VENV)/bin/pip list --format=freeze | grep -iE '^(pyspf|dnspython|cachetools|prometheus.client|pytest|hypothesis)=='
+	$(NEWEST_VENV)/bin/pytest
+
 # Packages built from the working tree into $(DIST): the .deb needs packaging/debian/control's
 # Build-Depends, the RPM Debian's rpm package (see packaging/build-*.sh). CI also installs,
 # smoke-tests and lints them: packaging/ci-packages.sh (root).
@@ -50,4 +62,4 @@ $(VENV)/.installed: pyproject.toml tests/constraints.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(NEWEST_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -8,7 +8,8 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DEST="$1"
 mkdir -p "$DEST"
 tar -C "$ROOT" -cf - \
-    --exclude=./.git --exclude=./.venv --exclude=./dist --exclude=./build --exclude=./debian \
+    --exclude=./.git --exclude=./.venv --exclude=./.venv-newest --exclude=./dist --exclude=./build \
+    --exclude=./debian \
     --exclude='*.egg-info' --exclude=__pycache__ --exclude=.pybuild \
     --exclude=.pytest_cache --exclude=.mypy_cache --exclude=.ruff_cache --exclude=.hypothesis \
     --exclude=.coverage \

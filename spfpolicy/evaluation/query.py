@@ -13,11 +13,22 @@ import contextvars
 import re
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import spf
+with warnings.catch_warnings():
+    # pyspf 2.0.14 on PyPI has an invalid escape in a docstring. Python 3.12 and later warn about
+    # it (a SyntaxWarning, shown by default; 3.11 a DeprecationWarning) whenever they compile
+    # spf.py without a .pyc: a read-only install, PYTHONDONTWRITEBYTECODE. That would put it on
+    # the daemon's stderr, in the journal. Ignored here: that message, from spf.py, while
+    # importing it; every other warning is shown as before.
+    for category in (SyntaxWarning, DeprecationWarning):
+        warnings.filterwarnings(
+            "ignore", "invalid escape sequence", category, module=r"(.*[/\\])?spf$"
+        )
+    import spf
 
 from spfpolicy.evaluation.caches import ExpiringCache
 from spfpolicy.evaluation.trace import LookupTrace

@@ -185,12 +185,12 @@ def test_zero_string_txt_is_a_record_with_empty_rdata(port: int) -> None:
         client.settimeout(QUERY_TIMEOUT)
         client.sendto(query.to_wire(), (SERVER, port))
         wire = client.recv(65535)
-    assert wire.endswith(b"\x00\x00")  # the only record is last: RDLENGTH 0 ends the message
-    response = dns.message.from_wire(wire)
-    [rrset] = response.answer
-    [rdata] = rrset
-    assert rdata.rdtype == dns.rdatatype.TXT
-    assert rdata.to_wire() == b""
+    # Read off the octets, not through dnspython: 2.9 and later drop a TXT record of no strings
+    # when parsing, older releases keep it. One answer record, and it is the message's end:
+    # its TYPE (TXT), CLASS (IN), TTL and an RDLENGTH of 0 are the last ten octets.
+    assert int.from_bytes(wire[6:8], "big") == 1
+    rdtype, rdclass, rdlength = wire[-10:-8], wire[-8:-6], wire[-2:]
+    assert (rdtype, rdclass, rdlength) == (b"\x00\x10", b"\x00\x01", b"\x00\x00")
 
 
 @pytest.mark.daemon

@@ -7,7 +7,7 @@
 #
 # The chroot runs in a mount and PID namespace of its own (unshare): its /proc, /sys and /dev
 # mounts and any daemon the tests leave behind end with it, so removing the chroot afterwards
-# cannot reach the host's /dev. Needs root, network access to deb.debian.org, about 1.5 GB.
+# cannot reach the host's /dev. Needs root and deb.debian.org; the chroot is removed at the end.
 set -euo pipefail
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export DEBIAN_FRONTEND=noninteractive

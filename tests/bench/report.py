@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import statistics
@@ -144,7 +145,8 @@ def _flood_ratios(row: Run, policyd: Run | None, floor: Run | None) -> Iterable[
 
 
 def _share(part: float, whole: float) -> float:
-    return part / whole if whole else 0.0
+    """part / whole; NaN, which meets no target, when the reference measured nothing."""
+    return part / whole if whole else math.nan
 
 
 COLUMNS = (

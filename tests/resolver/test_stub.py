@@ -48,6 +48,15 @@ def soon() -> float:
     return time.monotonic() + 5.0
 
 
+def mailfrom_result(port: int, sender: str) -> SpfResult:
+    """check_host() for MAIL FROM `sender` from 192.0.2.1, through the stub resolver."""
+    evaluator = SpfEvaluator(resolver(port), receiver="mx.receiver.example")
+    evaluation = evaluator.evaluate(
+        Identity.MAILFROM, client_address="192.0.2.1", sender=sender, helo="h.test", deadline=soon()
+    )
+    return evaluation.outcome.result
+
+
 @pytest.mark.daemon
 @pytest.mark.parametrize(
     ("name", "rdtype", "records"),
@@ -104,15 +113,7 @@ def test_zero_string_txt_beside_the_spf_record_leaves_the_verdict(dns_port: int)
     record, and that record decides (RFC 7208 §4.5: the other TXT record is not one)."""
     answer = resolver(dns_port).query("zero.example", "TXT", soon())
     assert [r.value for r in answer.records if r.value != ()] == [(b"v=spf1 +all",)]
-    evaluator = SpfEvaluator(resolver(dns_port), receiver="mx.receiver.example")
-    outcome = evaluator.evaluate(
-        Identity.MAILFROM,
-        client_address="192.0.2.1",
-        sender="someone@zero.example",
-        helo="h.test",
-        deadline=soon(),
-    ).outcome
-    assert outcome.result is SpfResult.PASS
+    assert mailfrom_result(dns_port, "someone@zero.example") is SpfResult.PASS
 
 
 @pytest.mark.daemon
@@ -193,15 +194,8 @@ def test_a_name_of_8bit_octets_is_asked_as_those_octets(dns_port: int) -> None:
 
 @pytest.mark.daemon
 def test_an_8bit_local_part_reaches_the_l_macro_unchanged(dns_port: int) -> None:
-    evaluator = SpfEvaluator(resolver(dns_port), receiver="mx.receiver.example")
     results = {
-        sender: evaluator.evaluate(
-            Identity.MAILFROM,
-            client_address="192.0.2.1",
-            sender=sender,
-            helo="h.test",
-            deadline=soon(),
-        ).outcome.result
+        sender: mailfrom_result(dns_port, sender)
         for sender in ("j\udce9@bytes.example", "j\u00e9@bytes.example")
     }
     # The byte 0xE9 is the local part that exists; "é" as UTF-8 (0xC3 0xA9) is another.

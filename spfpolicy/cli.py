@@ -13,9 +13,9 @@ from spfpolicy import __version__
 from spfpolicy.config.settings import Config, load_config
 from spfpolicy.daemon import Daemon
 from spfpolicy.decision.actions import Receiver
-from spfpolicy.evaluation.caches import ExpiringCache, ResultCache
+from spfpolicy.evaluation.caches import ExpiringCache, IncludeKey, IncludeResult, ResultCache
 from spfpolicy.evaluation.evaluator import SpfEvaluator
-from spfpolicy.evaluation.query import IncludeKey, IncludeResult
+from spfpolicy.evaluation.mapcache import AddressMaps
 from spfpolicy.model import ListenAddress, NullObserver, PolicyRequest, SpfPolicyError
 from spfpolicy.ops import notify
 from spfpolicy.ops.logs import configure_logging
@@ -112,6 +112,18 @@ def build_service(
         if config.spf.result_cache
         else None
     )
+    # A map per sender domain and address family (a few KiB each), for the domains whose
+    # clients are many: a twenty-fifth as many as results.
+    address_maps = (
+        AddressMaps(
+            max(1, config.spf.result_cache_size // 25),
+            void_lookup_limit=config.spf.void_lookup_limit,
+            ipv6_void_fairness=config.spf.ipv6_void_fairness,
+            observer=observer,
+        )
+        if config.spf.result_cache
+        else None
+    )
     receiver = receiver or _receiver(config)
     dns_cache = resolver if isinstance(resolver, CachingResolver) else None
     evaluator = SpfEvaluator(
@@ -122,6 +134,7 @@ def build_service(
         result_cache=result_cache,
         include_cache=include_cache,
         dns_cache=dns_cache,
+        address_maps=address_maps,
         observer=observer,
     )
     allow = AllowList(config.allow, resolver, evaluator)

@@ -228,6 +228,10 @@ class Observer(Protocol):
     def include_cache_lookup(self, hit: bool) -> None:
         """The include: result cache was asked; hit is True when a kept result was reused."""
 
+    def address_map_lookup(self, outcome: str) -> None:
+        """A domain's address map was asked: answered, pyspf (this client needs pyspf), or
+        unmapped (no map can answer the domain's tree)."""
+
 
 class NullObserver:
     """An Observer that ignores everything: the default when metrics are off."""
@@ -269,3 +273,6 @@ class NullObserver:
 
     def include_cache_lookup(self, hit: bool) -> None:
         """Ignore an include: result cache lookup."""
+
+    def address_map_lookup(self, outcome: str) -> None:
+        """Ignore an address map lookup."""

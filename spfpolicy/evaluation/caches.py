@@ -1,4 +1,5 @@
-"""The exact SPF result cache: one identity's check_host() result, reused while it cannot differ.
+"""The exact SPF result caches: one identity's check_host() result, and an include: target's,
+reused while they cannot differ.
 
 check_host() is a function of the client address, the sender, the HELO name and DNS. An entry
 is keyed by the first three (and the identity) and lives no longer than the shortest-lived DNS
@@ -9,9 +10,11 @@ read anything else (RFC 7208 §7.2: %{t} is the current time).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from cachetools import LRUCache
@@ -58,3 +61,27 @@ class ExpiringCache(Generic[K, V]):
 
 # Outcomes by (identity, client, sender, helo), or by domain where no macro was met.
 ResultCache = ExpiringCache[ResultKey, SpfOutcome]
+
+
+IncludeKey = tuple[str, str, str]  # client address, include target, its record
+
+
+def include_key(client: str, domain: str, record: str) -> IncludeKey:
+    """The include: cache's key. Every evaluation fetches a record as a new string; interned,
+    the thousands of entries for one provider's record share one copy."""
+    return (client, domain.lower(), sys.intern(record))
+
+
+@dataclass(frozen=True, slots=True)
+class IncludeResult:
+    """What evaluating one include: target's record gave, and what it spent."""
+
+    result: tuple[str, int, str]  # pyspf's (result, code, text); includes use only the result
+    lookups: int  # DNS-querying terms evaluated below it (RFC 7208 §4.6.4)
+    void_lookups: int
+    expires: float  # when the first DNS answer below it stops being valid
+
+
+# An include's "none" is a permerror for the includer (RFC 7208 §5.2), so it is kept too;
+# errors are exceptions and never kept.
+STORABLE_INCLUDE_RESULTS = frozenset({"pass", "fail", "softfail", "neutral", "none"})

@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from spfpolicy.evaluation.caches import ExpiringCache, ResultCache
+from spfpolicy.evaluation.addressmap import MapAnswer
+from spfpolicy.evaluation.caches import ExpiringCache, IncludeKey, IncludeResult, ResultCache
 from spfpolicy.evaluation.domains import a_label, a_label_mailbox, domain_text
+from spfpolicy.evaluation.mapcache import AddressMaps
 from spfpolicy.evaluation.query import (
     DEFAULT_VOID_LOOKUP_LIMIT,
-    IncludeKey,
-    IncludeResult,
     LookupContext,
     QuerySettings,
     check_host,
@@ -28,7 +28,7 @@ from spfpolicy.evaluation.query import (
 from spfpolicy.evaluation.snapshot import OutsideSnapshot, SnapshotResolver, missing, snapshot
 from spfpolicy.evaluation.trace import LookupTrace
 from spfpolicy.model import Identity, NullObserver, Observer, SpfOutcome, SpfResult
-from spfpolicy.resolver.answers import AnswerCache, AnswerKey, Resolver
+from spfpolicy.resolver.answers import AnswerCache, AnswerKey, DnsAnswer, Resolver
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 _DOMAIN_KEY = "\0domain"
 # The deadline of an evaluation over a snapshot: it never waits for anything.
 _NO_WAIT = float("inf")
+_MAP_RESULTS = {result.value: result for result in SpfResult}
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class SpfEvaluator:
         result_cache: ResultCache | None = None,
         include_cache: ExpiringCache[IncludeKey, IncludeResult] | None = None,
         dns_cache: AnswerCache | None = None,
+        address_maps: AddressMaps | None = None,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -66,6 +68,8 @@ class SpfEvaluator:
         self.resolver = resolver
         self.result_cache = result_cache
         self.dns_cache = dns_cache  # evaluations over a snapshot of it, when it is given
+        # A map per domain and address family, where a tree has one (evaluation.addressmap).
+        self.address_maps = address_maps if dns_cache is not None else None
         self.observer: Observer = observer or NullObserver()
         self.clock = clock
         self.settings = QuerySettings(
@@ -114,12 +118,34 @@ class SpfEvaluator:
                 return Evaluation(cached, LookupTrace(from_result_cache=True))
         if self.dns_cache is None:
             return None
-        answers = snapshot(
-            self.dns_cache,
-            domain_text(checked_sender, helo),
-            ipv6=":" in client_address,
-            ipv6_void_fairness=self.settings.ipv6_void_fairness,
+        return self._over_cached_dns(
+            identity, client_address, (sender, checked_sender), helo, fetched
         )
+
+    def _over_cached_dns(
+        self,
+        identity: Identity,
+        client_address: str,
+        senders: tuple[str, str],
+        helo: str,
+        fetched: Collection[AnswerKey],
+    ) -> Evaluation | None:
+        """evaluate_now() past the result cache: the domain's address map, else pyspf over a
+        snapshot of cached DNS; None when something is not cached."""
+        sender, checked_sender = senders
+        domain, ipv6 = domain_text(checked_sender, helo), ":" in client_address
+        answers = None
+        if self.address_maps is not None:
+            found = self.address_maps.get(domain, ipv6)
+            if found is None:
+                answers = self._snapshot(domain, ipv6)
+                if answers is None:
+                    return None
+                found = self.address_maps.build(domain, ipv6, answers)
+            answer = self.address_maps.check(found, client_address, fetched)
+            if answer is not None:
+                return self._from_map(answer, identity, client_address, (checked_sender, helo))
+        answers = answers or self._snapshot(domain, ipv6)
         if answers is None:
             return None
         resolver = SnapshotResolver(answers, self.observer, fetched)
@@ -129,6 +155,30 @@ class SpfEvaluator:
         except OutsideSnapshot:
             log.error("an evaluation over cached DNS needed more (a bug)", exc_info=True)
             return None
+
+    def _snapshot(self, domain: str, ipv6: bool) -> dict[AnswerKey, DnsAnswer] | None:
+        assert self.dns_cache is not None
+        return snapshot(
+            self.dns_cache, domain, ipv6=ipv6, ipv6_void_fairness=self.settings.ipv6_void_fairness
+        )
+
+    def _from_map(
+        self, answer: MapAnswer, identity: Identity, client_address: str, checked: tuple[str, str]
+    ) -> Evaluation:
+        """The evaluation an address map gave, kept in the result cache as pyspf's would be;
+        checked: the sender and HELO name as check_host() sees them."""
+        checked_sender, checked_helo = checked
+        result = _MAP_RESULTS[answer.result]
+        outcome = SpfOutcome(
+            identity,
+            result,
+            domain_text(checked_sender, checked_helo),
+            checked_sender or f"postmaster@{checked_helo}",
+            mechanism=answer.mechanism,
+            publishes_no_mail=answer.trace.no_mail_record and result is SpfResult.FAIL,
+        )
+        self._keep(outcome, answer.trace, identity, client_address, checked)
+        return Evaluation(outcome, answer.trace)
 
     def prefetch(
         self,
@@ -206,13 +256,26 @@ class SpfEvaluator:
             return Evaluation(outcome, LookupTrace())
         if trace.no_mail_record and outcome.result is SpfResult.FAIL:
             outcome = dataclasses.replace(outcome, publishes_no_mail=True)
+        self._keep(outcome, trace, identity, client_address, (checked_sender, helo))
+        return Evaluation(outcome, trace)
+
+    def _keep(
+        self,
+        outcome: SpfOutcome,
+        trace: LookupTrace,
+        identity: Identity,
+        client_address: str,
+        checked: tuple[str, str],
+    ) -> None:
+        """Store outcome in the result cache where a new evaluation is certain to agree;
+        checked: the sender and HELO name as check_host() saw them."""
+        checked_sender, helo = checked
         if self.result_cache is not None and self._reusable(outcome, trace):
             if trace.macros:
                 key = (identity, client_address, checked_sender, helo)
             else:
                 key = (identity, client_address, _DOMAIN_KEY, domain_text(checked_sender, helo))
             self.result_cache.put(key, outcome, trace.expires)
-        return Evaluation(outcome, trace)
 
     def _cached(self, identity: Identity, client: str, sender: str, helo: str) -> SpfOutcome | None:
         """A stored outcome for these inputs: by domain when no record used a macro, else exact.

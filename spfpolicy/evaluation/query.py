@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextvars
 import re
-import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -30,9 +29,15 @@ with warnings.catch_warnings():
         )
     import spf
 
-from spfpolicy.evaluation.caches import ExpiringCache
+from spfpolicy.evaluation.caches import (
+    STORABLE_INCLUDE_RESULTS,
+    ExpiringCache,
+    IncludeKey,
+    IncludeResult,
+    include_key,
+)
 from spfpolicy.evaluation.trace import LookupTrace
-from spfpolicy.model import Identity, NullObserver, Observer, SpfOutcome, SpfResult
+from spfpolicy.model import Identity, NullObserver, Observer, SpfOutcome, SpfPolicyError, SpfResult
 from spfpolicy.resolver.answers import DnsError, DnsRecord, Resolver
 
 # RFC 7208 §12: the ABNF's literals are case-insensitive (RFC 5234 §2.3), modifier names too;
@@ -60,30 +65,6 @@ _RESULTS = {
 
 # pyspf's message prefixes for errors; the problem= text reads better without them.
 _ERROR_PREFIXES = ("SPF Permanent Error: ", "SPF Temporary Error: ")
-
-
-IncludeKey = tuple[str, str, str]  # client address, include target, its record
-
-
-def include_key(client: str, domain: str, record: str) -> IncludeKey:
-    """The include: cache's key. Every evaluation fetches a record as a new string; interned,
-    the thousands of entries for one provider's record share one copy."""
-    return (client, domain.lower(), sys.intern(record))
-
-
-@dataclass(frozen=True, slots=True)
-class IncludeResult:
-    """What evaluating one include: target's record gave, and what it spent."""
-
-    result: tuple[str, int, str]  # pyspf's (result, code, text); includes use only the result
-    lookups: int  # DNS-querying terms evaluated below it (RFC 7208 §4.6.4)
-    void_lookups: int
-    expires: float  # when the first DNS answer below it stops being valid
-
-
-# An include's "none" is a permerror for the includer (RFC 7208 §5.2), so it is kept too;
-# errors are exceptions and never kept.
-_STORABLE_INCLUDE_RESULTS = frozenset({"pass", "fail", "softfail", "neutral", "none"})
 
 
 @dataclass
@@ -142,7 +123,7 @@ class _Query(spf.query):  # type: ignore[misc]
         against this evaluation's limits, so a stored result is reused only where spending
         them again stays within the limits, and the path, hence the result, is the same.
         """
-        record = _lower_modifier_names(record)
+        record = lower_modifier_names(record)
         cache = self.include_cache
         if not recursion or cache is None or not record or "%" in record:
             return super().check1(record, domain, recursion)
@@ -166,7 +147,7 @@ class _Query(spf.query):  # type: ignore[misc]
         answers, macro_records = len(trace.expiries), trace.macro_records
         result = super().check1(record, domain, recursion)  # errors propagate, never stored
         if (
-            result[0] in _STORABLE_INCLUDE_RESULTS
+            result[0] in STORABLE_INCLUDE_RESULTS
             and trace.macro_records == macro_records
             and trace.reusable
         ):
@@ -230,7 +211,7 @@ class _Query(spf.query):  # type: ignore[misc]
         return result
 
 
-def _lower_modifier_names(record: str | None) -> str | None:
+def lower_modifier_names(record: str | None) -> str | None:
     """The record with "REDIRECT=", "Exp=" and the like written as pyspf recognises them."""
     if not record or record.find("=", 6) < 0:  # none; or "v=spf1" alone, as most records
         return record
@@ -240,6 +221,43 @@ def _lower_modifier_names(record: str | None) -> str | None:
         if match and not match[1].islower():
             terms[index] = match[1].lower() + term[match.end(1) :]
     return " ".join(terms)
+
+
+class TermError(SpfPolicyError):
+    """pyspf refuses a term of a record: check_host() gives permerror on reaching the record."""
+
+
+class TermParser:
+    """pyspf's own reading of a record's terms for a client of one address family: what its
+    check0() does before evaluating anything, without DNS (for evaluation.addressmap)."""
+
+    def __init__(self, ipv6: bool) -> None:
+        client = "2001:db8::1" if ipv6 else "192.0.2.1"
+        self._query = _Query(i=client, s="", h="parser.invalid", strict=True, querytime=0)
+
+    @staticmethod
+    def modifier(term: str) -> tuple[str, str] | None:
+        """(name, value) when pyspf reads term as a modifier, else None (a mechanism)."""
+        parts = spf.RE_MODIFIER.split(term)[1:]
+        return (parts[0], parts[1]) if len(parts) == 2 else None
+
+    def mechanism(self, term: str, domain: str) -> tuple[str, str, int, str]:
+        """(kind, target, CIDR length for this family, result) of a term of domain's record,
+        as pyspf's validate_mechanism gives them; TermError when pyspf refuses it."""
+        self._query.d = domain
+        try:
+            _text, kind, target, cidr, result = self._query.validate_mechanism(term)
+        except spf.PermError as error:
+            raise TermError(str(error)) from None
+        return str(kind), str(target), int(cidr), str(result)
+
+    def domain_spec(self, value: str, domain: str) -> str:
+        """A modifier's domain-spec as pyspf reads it ("" for none); TermError if refused."""
+        self._query.d = domain
+        try:
+            return str(self._query.expand_domain(value) if value else "")
+        except spf.PermError as error:
+            raise TermError(str(error)) from None
 
 
 def install_dns_hook() -> None:

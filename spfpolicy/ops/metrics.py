@@ -109,6 +109,13 @@ class PrometheusObserver:
             ["outcome"],
             registry=registry,
         )
+        self.address_maps = Counter(
+            "spfpolicy_address_map_lookups",
+            "Address map lookups, by outcome (answered; pyspf: this client needs pyspf; "
+            "unmapped: no map can answer the domain's record tree).",
+            ["outcome"],
+            registry=registry,
+        )
         self.connections_open = Gauge(
             "spfpolicy_connections_open", "Client connections open now.", registry=registry
         )
@@ -229,6 +236,10 @@ class PrometheusObserver:
     def include_cache_lookup(self, hit: bool) -> None:
         """Count an include: result reused or evaluated."""
         self._child(self.include_cache, "hit" if hit else "miss").inc()
+
+    def address_map_lookup(self, outcome: str) -> None:
+        """Count an address map lookup by outcome."""
+        self._child(self.address_maps, outcome).inc()
 
     def budget_exceeded(self) -> None:
         """Count a request that ran out of time."""

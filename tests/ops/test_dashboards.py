@@ -34,6 +34,7 @@ def exported_names() -> set[str]:
     observer.protocol_error("no_equals")
     observer.result_cache_lookup(hit=True)
     observer.include_cache_lookup(hit=True)
+    observer.address_map_lookup("answered")
     observer.config_reloaded(success=True)
     text = generate_latest(observer.registry).decode()
     return {

@@ -18,6 +18,7 @@ world and generated trees.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -35,7 +36,8 @@ class Question:
     """One question pyspf asks on the way, with what LookupTrace notes of its answer."""
 
     key: AnswerKey
-    found: str  # the answer as LookupTrace words it, without " (cached)"
+    noted: tuple[str, str, str]  # as LookupTrace notes it: name, type, what was found
+    fetched: tuple[str, str, str]  # as noted when it was prefetched for this very request
     from_cache: bool
     records: bool  # False: pyspf keeps no empty answer, and asks it again when met again
     expires: float
@@ -92,15 +94,10 @@ class AddressMap:
     ) -> MapAnswer | None:
         """check_host()'s result for this client, None where pyspf must give it. fetched are
         the questions prefetched for this request: in the trace they are not cache hits."""
-        try:
-            address = ipaddress.ip_address(client)
-        except ValueError:
+        address = _client_number(client, self.ipv6)
+        if address is None:
             return None
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped  # pyspf checks a mapped client as IPv4 (set_ip)
-        if (address.version == 6) != self.ipv6:
-            return None
-        walk = _Walk(self, int(address), void_limit)
+        walk = _Walk(self, address, void_limit)
         walk.ask((self.opening,))
         try:
             result, mechanism = walk.record(self.top) if self.top else ("none", "")
@@ -110,22 +107,23 @@ class AddressMap:
             return None
         trace = LookupTrace(over_snapshot=True, no_mail_record=self.no_mail)
         lookups = 0
+        questions = trace.questions
         for question in walk.asked:
-            found = question.found
-            if question.key not in fetched:
-                lookups += 1
-                if question.from_cache:
-                    trace.cache_hits += 1
-                    found += " (cached)"
-            trace.questions.append((question.key[0], question.key[1], found))
-        trace.expiries.append(walk.expires)
+            if fetched and question.key in fetched:
+                questions.append(question.fetched)
+                continue
+            lookups += 1
+            if question.from_cache:
+                trace.cache_hits += 1
+            questions.append(question.noted)
+        trace.expiries.append(min(question.expires for question in walk.asked))
         return MapAnswer(result, mechanism, trace, lookups)
 
 
 class _Walk:
     """One client's way through a map, counted as pyspf counts it."""
 
-    __slots__ = ("asked", "client", "expires", "held", "lookups", "map", "void_limit", "voids")
+    __slots__ = ("asked", "client", "held", "lookups", "map", "void_limit", "voids")
 
     def __init__(self, tree: AddressMap, client: int, void_limit: int) -> None:
         self.map = tree
@@ -135,15 +133,14 @@ class _Walk:
         self.voids = 0
         self.asked: list[Question] = []
         self.held: set[AnswerKey] = set()  # answers with records, which pyspf keeps and reuses
-        self.expires = float("inf")
 
     def ask(self, questions: tuple[Question, ...]) -> None:
+        held = self.held
         for question in questions:
-            if question.key not in self.held:
+            if question.key not in held:
                 self.asked.append(question)
-                self.expires = min(self.expires, question.expires)
                 if question.records:
-                    self.held.add(question.key)
+                    held.add(question.key)
 
     def count(self) -> None:
         self.lookups += 1
@@ -183,3 +180,24 @@ class _Walk:
             self.ask(record.redirect_question)
             return self.record(record.redirect)
         return "neutral", ""
+
+
+def _client_number(client: str, ipv6: bool) -> int | None:
+    """The client address as a number, if it is of the family asked (a mapped IPv4 address
+    is IPv4, as pyspf's set_ip takes it); None for anything else, left to pyspf."""
+    try:
+        if not ipv6 and ":" not in client:
+            packed = socket.inet_pton(socket.AF_INET, client)
+            # inet_pton and pyspf's ipaddress may differ on odd spellings: only the canonical
+            # one is taken here.
+            return (
+                int.from_bytes(packed)
+                if socket.inet_ntop(socket.AF_INET, packed) == client
+                else None
+            )
+        address = ipaddress.ip_address(client)
+    except (OSError, ValueError):
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return int(address) if (address.version == 6) == ipv6 else None

@@ -101,7 +101,15 @@ class _Compiler:
         count = len(answer.records)
         found = f"{count} records" if count else answer.rcode.lower()
         found = found.replace("noerror", "no records")
-        return Question((name, rdtype), found, answer.from_cache, count > 0, answer.expires)
+        cached = f"{found} (cached)" if answer.from_cache else found
+        return Question(
+            (name, rdtype),
+            (name, rdtype, cached),
+            (name, rdtype, found),
+            answer.from_cache,
+            count > 0,
+            answer.expires,
+        )
 
     def record(self, name: str) -> Record | None:
         """name's record, None when reaching it is a permerror (none, two, not ASCII, syntax)."""

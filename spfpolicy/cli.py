@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from spfpolicy.config.settings import Config, load_config
 from spfpolicy.daemon import Daemon
 from spfpolicy.decision.actions import Receiver
 from spfpolicy.evaluation.caches import ExpiringCache, IncludeKey, IncludeResult, ResultCache
+from spfpolicy.evaluation.checkreport import check_document, check_lines, trace_all
 from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.evaluation.mapcache import AddressMaps
 from spfpolicy.model import ListenAddress, NullObserver, PolicyRequest, SpfPolicyError
@@ -65,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--helo", default="", help="the HELO/EHLO name")
     check.add_argument("--sender", default="", help="the MAIL FROM address (empty: <>)")
     check.add_argument("--config", metavar="FILE", help="TOML configuration (default: built-in)")
+    check.add_argument(
+        "--trace", action="store_true", help="show the evaluation as a tree of records and terms"
+    )
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(run=_check)
 
     config = commands.add_parser("config", help="configuration tools")
@@ -226,28 +234,22 @@ def _check(arguments: argparse.Namespace) -> int:
         instance="spfpolicy-check",
     )
     explanation = service.explain(request)
-    decision = explanation.decision
-    if decision.skip_reason:
-        print(f"skipped: {decision.skip_reason} (no SPF check for this request)")
-    for evaluation in explanation.evaluations:
-        outcome = evaluation.outcome
-        reused = " (from the result cache)" if evaluation.trace.from_result_cache else ""
-        print(
-            f"{outcome.identity.value}: {outcome.result.value} for {outcome.sender or '-'}{reused}"
+    traces = {}
+    if arguments.trace:
+        # A second service, with caches of its own: the tree shows DNS as a fresh daemon asks it.
+        deadline = time.monotonic() + config.spf.time_budget
+        traces = trace_all(
+            build_service(config).evaluator, explanation.evaluations, request, deadline
         )
-        for label, text in (
-            ("mechanism", outcome.mechanism),
-            ("explanation", outcome.explanation),
-            ("problem", outcome.problem),
-        ):
-            if text:
-                print(f"  {label}: {text}")
-        for name, rdtype, result in evaluation.trace.questions:
-            print(f"  dns: {name} {rdtype} -> {result}")
-        for domain, result in evaluation.trace.reused_includes:
-            print(f"  include:{domain} -> {result} (from the result cache)")
-    print(f"header: {decision.header or '(none)'}")
-    print(f"action={decision.action}")
+    decision, evaluations = explanation.decision, explanation.evaluations
+    if arguments.json:
+        print(json.dumps(check_document(decision, evaluations, traces), indent=2))
+        return EXIT_OK
+    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    void_limit = config.spf.void_lookup_limit
+    print(
+        "\n".join(check_lines(decision, evaluations, traces, void_limit=void_limit, colour=colour))
+    )
     return EXIT_OK
 
 

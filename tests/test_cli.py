@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,57 @@ def test_check_against_a_real_dns_server(tmp_path: Path) -> None:
     assert lines[-2].startswith("header: Received-SPF: pass (")
     assert lines[-1].startswith("action=PREPEND Received-SPF: pass (")
     assert lines[-1].endswith("identity=mailfrom; mechanism=mx")
+
+
+@pytest.mark.daemon
+def test_check_trace_and_json_against_a_real_dns_server(tmp_path: Path) -> None:
+    """--trace draws the records and terms the result came from; --json holds the same."""
+    from tests.support.fixtures import running_dns_server
+
+    zone = {
+        "sender.example": [
+            {"TXT": "v=spf1 ip4:198.51.100.0/24 include:_spf.provider.example -all"}
+        ],
+        "_spf.provider.example": [{"TXT": "v=spf1 a:out.provider.example ~all"}],
+        "out.provider.example": [{"A": "192.0.2.40"}],
+    }
+    with running_dns_server(zone) as port:
+        path = write(tmp_path, f'[dns]\nnameservers = ["127.0.0.1"]\nport = {port}\n')
+        command = [
+            sys.executable,
+            "-m",
+            "spfpolicy",
+            "check",
+            "--config",
+            str(path),
+            "--ip",
+            "192.0.2.40",
+            "--helo",
+            "h.client.example",
+            "--sender",
+            "user@sender.example",
+            "--trace",
+        ]
+        text = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        data = subprocess.run(
+            [*command, "--json"], capture_output=True, text=True, timeout=60, check=False
+        )
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert "mailfrom: pass for user@sender.example" in lines
+    assert "  sender.example: result pass" in lines
+    tree = "\n".join(lines)
+    assert "ip4:198.51.100.0/24  no match" in tree
+    assert "include:_spf.provider.example  matched: include gave pass" in tree
+    assert "a:out.provider.example  matched  [DNS-querying terms 2/10, void lookups 0/2]" in tree
+    assert "dns out.provider.example A: 1 records = 192.0.2.40 (asked, ttl" in tree
+    assert "-all  not reached" in tree
+    assert "\033[" not in tree  # no colour into a pipe
+    assert data.returncode == 0, data.stderr
+    document = json.loads(data.stdout)
+    mailfrom = next(i for i in document["identities"] if i["identity"] == "mailfrom")
+    assert mailfrom["result"] == mailfrom["tree_result"] == "pass"
+    include = mailfrom["tree"]["terms"][1]
+    assert include["status"] == "matched"
+    assert include["child"]["terms"][0]["dns"][0]["records"] == ["192.0.2.40"]
+    assert document["action"].startswith("PREPEND Received-SPF: pass")

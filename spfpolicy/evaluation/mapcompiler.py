@@ -1,6 +1,6 @@
 """Reading a domain's record tree out of a snapshot of cached DNS into an AddressMap.
 
-Each record is read as pyspf's check0() reads it (query.TermParser: pyspf's own term parser),
+Each record is read as pyspf's check0() reads it (evaluation.termparser: pyspf's own term parser),
 and each mechanism for a client of one address family: the questions pyspf would ask for it,
 in its order, the void lookups they make, the networks it matches. What a map cannot answer
 exactly for every client makes the whole tree unmappable: ptr (it asks for the client's
@@ -18,8 +18,9 @@ import typing
 from collections.abc import Mapping
 
 from spfpolicy.evaluation.addressmap import AddressMap, Question, Record, Term
-from spfpolicy.evaluation.query import TermError, TermParser, lower_modifier_names
+from spfpolicy.evaluation.query import lower_modifier_names
 from spfpolicy.evaluation.snapshot import MX_LIMIT
+from spfpolicy.evaluation.termparser import TermError, TermParser
 from spfpolicy.evaluation.trace import LookupTrace
 from spfpolicy.resolver.answers import AnswerKey, DnsAnswer
 

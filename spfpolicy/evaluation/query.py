@@ -37,7 +37,7 @@ from spfpolicy.evaluation.caches import (
     include_key,
 )
 from spfpolicy.evaluation.trace import LookupTrace
-from spfpolicy.model import Identity, NullObserver, Observer, SpfOutcome, SpfPolicyError, SpfResult
+from spfpolicy.model import Identity, NullObserver, Observer, SpfOutcome, SpfResult
 from spfpolicy.resolver.answers import DnsError, DnsRecord, Resolver
 
 # RFC 7208 §12: the ABNF's literals are case-insensitive (RFC 5234 §2.3), modifier names too;
@@ -62,6 +62,12 @@ _RESULTS = {
     "permerror": SpfResult.PERMERROR,
     "unknown": SpfResult.PERMERROR,
 }
+
+# For evaluation.termparser and evaluation.tracing, which read records with pyspf's own parser
+# and watch its evaluation: its modifier test and its permanent error.
+MODIFIER = spf.RE_MODIFIER
+PyspfPermError = spf.PermError
+domainmatch = spf.domainmatch  # whether a validated PTR name ends in a ptr term's domain
 
 # pyspf's message prefixes for errors; the problem= text reads better without them.
 _ERROR_PREFIXES = ("SPF Permanent Error: ", "SPF Temporary Error: ")
@@ -97,7 +103,7 @@ def _to_pyspf(record: DnsRecord) -> tuple[tuple[str, str], Any]:
     return ((record.name, record.rdtype), record.value)
 
 
-class _Query(spf.query):  # type: ignore[misc]
+class PyspfQuery(spf.query):  # type: ignore[misc]
     """pyspf's query, with what RFC 7208 asks where pyspf departs from it or keeps globals.
 
     - The void lookup limit of this evaluator, not of the pyspf module: pyspf counts void
@@ -223,43 +229,6 @@ def lower_modifier_names(record: str | None) -> str | None:
     return " ".join(terms)
 
 
-class TermError(SpfPolicyError):
-    """pyspf refuses a term of a record: check_host() gives permerror on reaching the record."""
-
-
-class TermParser:
-    """pyspf's own reading of a record's terms for a client of one address family: what its
-    check0() does before evaluating anything, without DNS (for evaluation.addressmap)."""
-
-    def __init__(self, ipv6: bool) -> None:
-        client = "2001:db8::1" if ipv6 else "192.0.2.1"
-        self._query = _Query(i=client, s="", h="parser.invalid", strict=True, querytime=0)
-
-    @staticmethod
-    def modifier(term: str) -> tuple[str, str] | None:
-        """(name, value) when pyspf reads term as a modifier, else None (a mechanism)."""
-        parts = spf.RE_MODIFIER.split(term)[1:]
-        return (parts[0], parts[1]) if len(parts) == 2 else None
-
-    def mechanism(self, term: str, domain: str) -> tuple[str, str, int, str]:
-        """(kind, target, CIDR length for this family, result) of a term of domain's record,
-        as pyspf's validate_mechanism gives them; TermError when pyspf refuses it."""
-        self._query.d = domain
-        try:
-            _text, kind, target, cidr, result = self._query.validate_mechanism(term)
-        except spf.PermError as error:
-            raise TermError(str(error)) from None
-        return str(kind), str(target), int(cidr), str(result)
-
-    def domain_spec(self, value: str, domain: str) -> str:
-        """A modifier's domain-spec as pyspf reads it ("" for none); TermError if refused."""
-        self._query.d = domain
-        try:
-            return str(self._query.expand_domain(value) if value else "")
-        except spf.PermError as error:
-            raise TermError(str(error)) from None
-
-
 def install_dns_hook() -> None:
     """Point pyspf's DNS lookups at our resolvers; the one place a pyspf global is set."""
     with _hook_lock:
@@ -278,6 +247,7 @@ class QuerySettings:
     ipv6_void_fairness: bool = False  # an AAAA-less host that has A is not a void lookup
     include_cache: ExpiringCache[IncludeKey, IncludeResult] | None = None
     observer: Observer = _NULL_OBSERVER
+    query_type: type[PyspfQuery] | None = None  # a subclass that watches (evaluation.tracing)
 
 
 def check_host(
@@ -300,7 +270,10 @@ def check_host(
 def _check(
     identity: Identity, client: str, sender: str, helo: str, settings: QuerySettings
 ) -> SpfOutcome:
-    query = _Query(i=client, s=sender, h=helo, receiver=settings.receiver, strict=True, querytime=0)
+    query_type = settings.query_type or PyspfQuery
+    query = query_type(
+        i=client, s=sender, h=helo, receiver=settings.receiver, strict=True, querytime=0
+    )
     query.void_limit = settings.void_lookup_limit
     query.ipv6_void_fairness = settings.ipv6_void_fairness
     query.include_cache = settings.include_cache

@@ -12,6 +12,7 @@ fair share of the evaluations: a compiler that gave up on every tree would agree
 from __future__ import annotations
 
 import ipaddress
+import os
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -224,7 +225,7 @@ def check_generated(
 
 @seed(7208)
 @settings(
-    max_examples=400,
+    max_examples=int(os.environ.get("SPFPOLICY_MAP_EXAMPLES", "400")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

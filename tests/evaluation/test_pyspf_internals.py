@@ -139,26 +139,31 @@ METHOD_SIGNATURES = [
     (
         "check1",
         "(self, spf, domain, recursion)",
-        "_Query.check1(record, domain, recursion) overrides it and calls super().check1",
+        "PyspfQuery.check1(record, domain, recursion) overrides it and calls super().check1",
     ),
     (
         "dns",
         "(self, name, qtype, cnames=None, ignore_void=False)",
-        "_Query.dns(name, qtype, cnames=None, ignore_void=False) overrides it and calls "
+        "PyspfQuery.dns(name, qtype, cnames=None, ignore_void=False) overrides it and calls "
         "super().dns(name, qtype, cnames=..., ignore_void=True)",
     ),
     ("check", "(self, spf=None)", "query.check() runs check_host()"),
     (
         "validated_ptrs",
         "(self)",
-        "_Query.validated_ptrs() overrides it so that a DNS error inside skips the name",
+        "PyspfQuery.validated_ptrs() overrides it so that a DNS error inside skips the name",
     ),
     (
         "validate_mechanism",
         "(self, mech)",
-        "_Query.validate_mechanism(mech) overrides it, blanking self.d around super()'s call so "
-        "that a self-include is not refused at parse time",
+        "PyspfQuery.validate_mechanism(mech) overrides it, blanking self.d around super()'s "
+        "call so that a self-include is not refused at parse time",
     ),
+    ("cidrmatch", "(self, ipaddrs, n)", "evaluation.tracing watches cidrmatch(ipaddrs, n)"),
+    ("dns_a", "(self, domainname, A='A')", "evaluation.tracing watches dns_a(domainname, A)"),
+    ("dns_mx", "(self, domainname)", "evaluation.tracing watches dns_mx(domainname)"),
+    ("dns_spf", "(self, domain)", "evaluation.tracing watches dns_spf(domain)"),
+    ("expand_domain", "(self, arg)", "evaluation.termparser reads a modifier's domain-spec"),
     (
         "set_default_explanation",
         "(self, exp)",
@@ -321,7 +326,7 @@ def test_void_lookup_limit(fake_dns: Callable[..., FakeDns], voids: int, result:
     record = " ".join(["v=spf1", *(f"a:void{n}.test" for n in range(voids)), "-all"])
     fake_dns({"example.test": txt(record)})
     query = new_query()
-    use = "_Query.dns counts void lookups itself, against its own limit"
+    use = "PyspfQuery.dns counts void lookups itself, against its own limit"
     assert query.check()[0] == result, changed(f"void lookup limit with {voids} voids", use)
     assert query.void_lookups == voids, changed("query.void_lookups", use)
     if result == "permerror":
@@ -331,7 +336,7 @@ def test_void_lookup_limit(fake_dns: Callable[..., FakeDns], voids: int, result:
 def test_ignore_void_does_not_count(fake_dns: Callable[..., FakeDns]) -> None:
     fake_dns({})
     query = new_query()
-    use = "_Query.dns calls super().dns(..., ignore_void=True) and counts void lookups itself"
+    use = "PyspfQuery.dns calls super().dns(..., ignore_void=True) and counts void lookups itself"
     assert query.dns("nothing.test", "A", ignore_void=True) == [], changed("dns()", use)
     assert query.void_lookups == 0, changed("dns(ignore_void=True)", use)
     assert query.dns("nothing.test", "A") == [], changed("dns()", use)
@@ -378,7 +383,7 @@ def test_check1_is_called_with_recursion_for_an_include(fake_dns: Callable[..., 
         ("v=spf1 include:b.test a:alias.example.test -all", "example.test", 0),
         ("v=spf1 ?all", "b.test", 1),
     ], changed(
-        "calls of check1", "_Query.check1 caches an include: target's result when recursion > 0"
+        "calls of check1", "PyspfQuery.check1 caches an include: target's result when recursion > 0"
     )
 
 
@@ -387,20 +392,20 @@ def test_dns_override_sees_every_lookup(fake_dns: Callable[..., FakeDns]) -> Non
     query = new_query(RecordingQuery)
     query.check()
     asked = {(name, qtype) for name, qtype, _, _ in query.dns_calls}
-    use = "_Query.dns counts void lookups, so every question must go through self.dns"
+    use = "PyspfQuery.dns counts void lookups, so every question must go through self.dns"
     assert set(fake.questions) <= asked, changed("the path of DNS questions", use)
     assert ("host.example.test", "A", {"alias.example.test": "host.example.test"}, False) in (
         query.dns_calls
     ), changed(
         "CNAME following",
-        "_Query.dns counts a lookup once: pyspf follows a CNAME through self.dns(cnames=...)",
+        "PyspfQuery.dns counts a lookup once: pyspf follows a CNAME through self.dns(cnames=...)",
     )
 
 
 def test_error_raised_in_dns_override_is_a_result(fake_dns: Callable[..., FakeDns]) -> None:
     fake_dns({"example.test": txt("v=spf1 a:refused.example.test -all")})
     query = new_query(RecordingQuery)
-    use = "_Query.dns raises spf.PermError past its void lookup limit"
+    use = "PyspfQuery.dns raises spf.PermError past its void lookup limit"
     assert query.check() == (
         "permerror",
         550,
@@ -548,7 +553,7 @@ def test_version_bounds(version: str, specifiers: str, expected: bool) -> None:
 
 
 def test_the_trivial_recursion_refusal_reads_self_d() -> None:
-    """_Query.validate_mechanism relies on pyspf refusing include:<self.d> by comparing with
+    """PyspfQuery.validate_mechanism relies on pyspf refusing include:<self.d> by comparing with
     self.d: with self.d set to the target it refuses, with it blank it parses the term."""
     query = spf.query(i="192.0.2.1", s="user@self.test", h="h.test", strict=True, querytime=0)
     query.d = "self.test"
@@ -557,5 +562,5 @@ def test_the_trivial_recursion_refusal_reads_self_d() -> None:
     query.d = ""
     parsed = query.validate_mechanism("include:self.test")
     assert parsed[1:3] == ("include", "self.test"), changed(
-        f"validate_mechanism gives {parsed}", "spfpolicy/evaluation/query.py _Query"
+        f"validate_mechanism gives {parsed}", "spfpolicy/evaluation/query.py PyspfQuery"
     )

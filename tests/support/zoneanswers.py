@@ -23,16 +23,35 @@ FOREVER = 1e12  # an expiry no test reaches
 class ZoneAnswers:
     """Resolver and AnswerCache over zone data; a TIMEOUT entry is a timeout, and not cached."""
 
-    def __init__(self, zonedata: Mapping[str, Any]) -> None:
+    def __init__(self, zonedata: Mapping[str, Any], *, now: float | None = None) -> None:
+        """now: answers expire at now + their TTL; None: never."""
         self.responder = Responder(Zone.from_zonedata(zonedata), memoise=False)
         self.asked: list[AnswerKey] = []
+        self.now = now
+        self.answers: dict[AnswerKey, DnsAnswer | DnsError] = {}
 
     def query(self, name: str, rdtype: str, deadline: float) -> DnsAnswer:
-        """The answer, as the stub resolver would read it from the wire; DnsError on timeout."""
+        """The answer, as the stub resolver would read it from the wire; DnsError on timeout.
+        The same each time it is asked (dnspython shuffles the records of each reply)."""
         self.asked.append((name, rdtype))
+        key = (name.lower(), rdtype)
+        known = self.answers.get(key)
+        if known is None:
+            known = self.answers[key] = self._ask(name, rdtype)
+        if isinstance(known, DnsError):
+            raise known
+        return known
+
+    def _ask(self, name: str, rdtype: str) -> DnsAnswer | DnsError:
+        try:
+            return self._reply(name, rdtype)
+        except DnsError as error:
+            return error
+
+    def _reply(self, name: str, rdtype: str) -> DnsAnswer:
         question = make_question(name, rdtype)
         if isinstance(question, DnsAnswer):
-            return dataclasses.replace(question, expires=FOREVER)
+            return dataclasses.replace(question, expires=self._expiry(question.ttl))
         wire = self.responder.respond(question.to_wire(), Transport.TCP)
         if wire is None:
             raise DnsError(DnsFailure.TIMEOUT, f"no reply for {name}/{rdtype}")
@@ -40,7 +59,11 @@ class ZoneAnswers:
         if reply is None:
             raise DnsError(DnsFailure.ERROR, f"garbage for {name}/{rdtype}")
         check_rcode(reply, question, "memory")
-        return dataclasses.replace(to_answer(reply, question), expires=FOREVER)
+        answer = to_answer(reply, question)
+        return dataclasses.replace(answer, expires=self._expiry(answer.ttl))
+
+    def _expiry(self, ttl: float) -> float:
+        return FOREVER if self.now is None else self.now + ttl
 
     def cached(self, name: str, rdtype: str) -> DnsAnswer | None:
         """Every answer is cached, except a failure."""

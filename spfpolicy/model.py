@@ -42,6 +42,7 @@ class Verdict(StrEnum):
     REJECT = "reject"  # 5xx
     DEFER = "defer"  # DEFER_IF_PERMIT 4xx
     WARN = "warn"  # accept with the header, log what would have been done
+    HOLD = "hold"  # HOLD: accept into Postfix's hold queue, for a person to release or delete
 
 
 class Disposition(StrEnum):
@@ -52,6 +53,7 @@ class Disposition(StrEnum):
     DEFER = "defer"
     WARN = "warn"
     SKIP = "skip"
+    HOLD = "hold"
 
 
 class ListenKind(StrEnum):

@@ -172,7 +172,7 @@ class PolicyConfig:
 
     reject_not_pass_domains: tuple[str, ...] = field(default=(), metadata={"domain": True})
     reject_only_no_mail: bool = False  # reject only "v=spf1 -all" domains; else a header
-    dry_run: bool = False  # every reject and defer becomes warn
+    dry_run: bool = False  # every reject, defer and hold becomes warn
     reject_reason: str = field(default="", metadata={"template": True})  # "": built-in
     defer_reason: str = field(default="", metadata={"template": True})
     # A bug must not lose mail: deferring holds it until the bug is fixed; "accept" lets it in.

@@ -1,4 +1,4 @@
-"""The actions Postfix receives: rejects and defers with their reasons, the trace header, skips.
+"""The actions Postfix receives: rejects, defers and holds with their reasons, the header, skips.
 
 Pure: outcomes, a verdict and the configuration in, access(5) text out (RFC 7372 codes).
 """
@@ -43,9 +43,13 @@ class Receiver:
 
 
 def enforcing_action(outcome: SpfOutcome, verdict: Verdict, client: str, config: Config) -> str:
-    """The access(5) reject or defer action, with a reason an administrator can act on."""
+    """The access(5) reject, defer or hold action, with a reason an administrator can act on.
+
+    A hold gives the reject's reason ([policy] reject_reason) without a status code: Postfix
+    only logs it, the client is told 250 and never sees it.
+    """
     template = (
-        config.policy.reject_reason if verdict is Verdict.REJECT else config.policy.defer_reason
+        config.policy.defer_reason if verdict is Verdict.DEFER else config.policy.reject_reason
     )
     if template:
         text = template.format(
@@ -58,6 +62,8 @@ def enforcing_action(outcome: SpfOutcome, verdict: Verdict, client: str, config:
     else:
         text = _reason(outcome, client)
     reason = reply_text(text)
+    if verdict is Verdict.HOLD:
+        return f"HOLD {reason}"
     if verdict is Verdict.REJECT:
         code = SPF_ERROR_PERMANENT if outcome.result in _ERRORS else SPF_FAIL_CODE
         return f"550 {code} {reason}"

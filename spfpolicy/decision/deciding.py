@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from spfpolicy.config.settings import Config, RecipientRule
 from spfpolicy.decision.actions import Receiver, enforcing_action, skip_decision, trace_header
 from spfpolicy.decision.skips import IPAddress, client_ip, skip_reason
-from spfpolicy.decision.verdicts import ENFORCING, judge, verdict_for
+from spfpolicy.decision.verdicts import FINAL, judge, verdict_for
 from spfpolicy.model import (
     Decision,
     Disposition,
@@ -91,10 +91,11 @@ def is_checkable_helo(helo: str) -> bool:
 def next_identity(case: Case, config: Config, outcomes: Sequence[SpfOutcome]) -> Identity | None:
     """The identity to evaluate next, or None when the outcomes so far decide the request.
 
-    outcomes are those of case.identities, in order. An enforcing verdict ends the request:
-    a HELO fail may reject before MAIL FROM is looked at (RFC 7208 §2.3).
+    outcomes are those of case.identities, in order. A reject or defer ends the request: a
+    HELO fail may reject before MAIL FROM is looked at (RFC 7208 §2.3). A hold does not: a
+    later identity may still reject or defer, which is stricter.
     """
-    if outcomes and verdict_for(outcomes[-1], config, case.rule) in ENFORCING:
+    if outcomes and verdict_for(outcomes[-1], config, case.rule) in FINAL:
         return None
     if len(outcomes) < len(case.identities):
         return case.identities[len(outcomes)]
@@ -111,27 +112,24 @@ def decide(
     dns_lookups: int = 0,
     cache_hits: int = 0,
 ) -> Decision:
-    """Map the outcomes to one action: the first enforcing verdict wins, else accept.
+    """Map the outcomes to one action: the first reject or defer wins, else the first hold,
+    else accept (a warning when a verdict was softened).
 
-    header_added says the message already got its trace header from an earlier recipient: it
-    gets one per message (DESIGN.md §3.5). dns_lookups and cache_hits go into the Decision for
-    the log line.
+    A held message gets no trace header: Postfix takes one action per reply, and HOLD is the
+    one that matters. header_added says the message already got its trace header from an
+    earlier recipient: it gets one per message (DESIGN.md §3.5). dns_lookups and cache_hits go
+    into the Decision for the log line.
     """
-    warned: Verdict | None = None
-    for outcome in outcomes:
-        verdict, would_have = judge(outcome, config, case.rule)
-        if verdict in ENFORCING:
-            action = enforcing_action(outcome, verdict, case.request.client_address, config)
-            disposition = Disposition.REJECT if verdict is Verdict.REJECT else Disposition.DEFER
-            return Decision(
-                disposition,
-                action,
-                tuple(outcomes),
-                dns_lookups=dns_lookups,
-                cache_hits=cache_hits,
-            )
-        if verdict is Verdict.WARN and warned is None:
-            warned = would_have
+    enforced, warned = _strictest(case, outcomes, config)
+    if enforced is not None:
+        outcome, verdict = enforced
+        return Decision(
+            _DISPOSITIONS[verdict],
+            enforcing_action(outcome, verdict, case.request.client_address, config),
+            tuple(outcomes),
+            dns_lookups=dns_lookups,
+            cache_hits=cache_hits,
+        )
     disposition = Disposition.ACCEPT if warned is None else Disposition.WARN
     answer, header = _acceptance(case, outcomes, config, receiver, header_added)
     return Decision(
@@ -143,6 +141,31 @@ def decide(
         cache_hits=cache_hits,
         header=header,
     )
+
+
+_DISPOSITIONS = {
+    Verdict.REJECT: Disposition.REJECT,
+    Verdict.DEFER: Disposition.DEFER,
+    Verdict.HOLD: Disposition.HOLD,
+}
+
+
+def _strictest(
+    case: Case, outcomes: Sequence[SpfOutcome], config: Config
+) -> tuple[tuple[SpfOutcome, Verdict] | None, Verdict | None]:
+    """(the outcome and verdict that keep the mail from flowing: the first reject or defer,
+    else the first hold, else None; what the first warning would have done, else None)."""
+    held: tuple[SpfOutcome, Verdict] | None = None
+    warned: Verdict | None = None
+    for outcome in outcomes:
+        verdict, would_have = judge(outcome, config, case.rule)
+        if verdict in FINAL:
+            return (outcome, verdict), warned
+        if verdict is Verdict.HOLD and held is None:
+            held = (outcome, verdict)
+        if verdict is Verdict.WARN and warned is None:
+            warned = would_have
+    return held, warned
 
 
 def _acceptance(
@@ -167,7 +190,8 @@ def _acceptance(
 def reuse(decision: Decision) -> Decision:
     """The answer for a later recipient of an already decided message.
 
-    Rejects and defers repeat for every recipient; the trace header is added only once.
+    Rejects, defers, holds and classes repeat for every recipient; the trace header is added
+    only once.
     """
     return Decision(
         decision.disposition,

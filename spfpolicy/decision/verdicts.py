@@ -8,7 +8,11 @@ from __future__ import annotations
 from spfpolicy.config.settings import Config, RecipientRule
 from spfpolicy.model import Identity, SpfOutcome, SpfResult, Verdict
 
-ENFORCING = frozenset({Verdict.REJECT, Verdict.DEFER})
+# Verdicts that end the request at once: the first one wins, later identities are not looked
+# at (a HELO fail may reject before MAIL FROM, RFC 7208 §2.3).
+FINAL = frozenset({Verdict.REJECT, Verdict.DEFER})
+# Verdicts that stop the mail flowing as usual; dry run makes each a warning.
+ENFORCING = FINAL | {Verdict.HOLD}
 
 
 def verdict_for(outcome: SpfOutcome, config: Config, rule: RecipientRule | None = None) -> Verdict:

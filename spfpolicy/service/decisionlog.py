@@ -76,7 +76,7 @@ def _text(fields: dict[str, str | int | float]) -> str:
 
 
 def _action_summary(decision: Decision) -> str:
-    """Rejects and defers in full, a PREPEND by its header's name.
+    """Rejects, defers and holds in full, a PREPEND by its header's name.
 
     The header repeats what the line already says, and is long: one decision, one short line.
     """

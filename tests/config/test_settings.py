@@ -108,6 +108,37 @@ def test_pass_is_a_key_despite_being_a_python_keyword() -> None:
     assert config.actions.mailfrom.verdict(SpfResult.PASS) is Verdict.WARN
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        pytest.param('[actions.helo]\nfail = "hold"\n', "helo", id="helo"),
+        pytest.param('[actions.mailfrom]\nfail = "hold"\n', "mailfrom", id="mailfrom"),
+        pytest.param(
+            '[[recipient]]\nmatch = "@receiver.example"\n[recipient.actions.mailfrom]\n'
+            'fail = "hold"\n',
+            "recipient",
+            id="recipient-rule",
+        ),
+    ],
+)
+def test_hold_is_a_verdict_in_every_table(text: str, where: str) -> None:
+    config = parse_config(text)
+    actions = config.recipient[0].actions if where == "recipient" else config.actions
+    table = actions.helo if where == "helo" else actions.mailfrom
+    assert table.verdict(SpfResult.FAIL) is Verdict.HOLD
+    if where == "recipient":  # a rule holds; the global table still rejects
+        assert config.actions.mailfrom.fail is Verdict.REJECT
+
+
+def test_a_bad_verdict_names_every_verdict() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config('[actions.mailfrom]\nfail = "quarantine"\n', "f.toml")
+    assert str(raised.value) == (
+        "f.toml: actions.mailfrom.fail: expected one of "
+        "['accept', 'reject', 'defer', 'warn', 'hold'], got 'quarantine'"
+    )
+
+
 def test_config_is_immutable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Config().spf.time_budget = 1.0  # type: ignore[misc]

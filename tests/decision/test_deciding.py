@@ -228,6 +228,27 @@ def test_identities_to_check(
             id="null-sender-helo",
         ),
         pytest.param([], "", Disposition.ACCEPT, "DUNNO", id="nothing-checked"),
+        pytest.param(
+            [mailfrom(SpfResult.FAIL)],
+            '[actions.mailfrom]\nfail="hold"',
+            Disposition.HOLD,
+            "HOLD SPF mailfrom check failed: host 192.0.2.1 is not allowed",
+            id="fail-hold",
+        ),
+        pytest.param(
+            [helo(SpfResult.SOFTFAIL)],
+            '[actions.helo]\nsoftfail="hold"',
+            Disposition.HOLD,
+            "HOLD SPF helo check of mail.sender.example for host 192.0.2.1: result softfail",
+            id="helo-softfail-hold",
+        ),
+        pytest.param(
+            [mailfrom(SpfResult.FAIL)],
+            '[actions.mailfrom]\nfail="hold"\n[policy]\ndry_run=true',
+            Disposition.WARN,
+            "PREPEND Received-SPF: fail ",
+            id="hold-dry-run",
+        ),
     ],
 )
 def test_decide(
@@ -238,6 +259,85 @@ def test_decide(
     assert decision.action.startswith(action_start), decision.action
     assert decision.outcomes == tuple(outcomes)
     assert "\n" not in decision.action
+
+
+@pytest.mark.parametrize(
+    ("helo_verdict", "mailfrom_verdict", "disposition", "identity"),
+    [
+        pytest.param(
+            "hold", "reject", Disposition.REJECT, "mailfrom", id="helo-hold-mailfrom-reject"
+        ),
+        pytest.param("hold", "defer", Disposition.DEFER, "mailfrom", id="helo-hold-mailfrom-defer"),
+        pytest.param("reject", "hold", Disposition.REJECT, "helo", id="helo-reject-mailfrom-hold"),
+        pytest.param("defer", "hold", Disposition.DEFER, "helo", id="helo-defer-mailfrom-hold"),
+        pytest.param("hold", "accept", Disposition.HOLD, "helo", id="helo-hold-mailfrom-accept"),
+        pytest.param(
+            "accept", "hold", Disposition.HOLD, "mailfrom", id="helo-accept-mailfrom-hold"
+        ),
+        pytest.param("hold", "hold", Disposition.HOLD, "helo", id="both-hold-first-reason"),
+        pytest.param("warn", "hold", Disposition.HOLD, "mailfrom", id="hold-beats-warn"),
+        pytest.param("hold", "warn", Disposition.HOLD, "helo", id="hold-beats-later-warn"),
+    ],
+)
+def test_precedence_reject_defer_hold_warn_accept(
+    helo_verdict: str, mailfrom_verdict: str, disposition: Disposition, identity: str
+) -> None:
+    """A reject or defer wins over a hold whichever identity says it; between two holds the
+    first gives the reason."""
+    config = parse_config(
+        f'[actions.helo]\nsoftfail = "{helo_verdict}"\n'
+        f'[actions.mailfrom]\nsoftfail = "{mailfrom_verdict}"\n'
+    )
+    outcomes = [helo(SpfResult.SOFTFAIL), mailfrom(SpfResult.SOFTFAIL)]
+    decision = decide_request(REQUEST, outcomes, config, RECEIVER)
+    assert decision.disposition is disposition
+    assert f"SPF {identity} check of " in decision.action, decision.action
+    assert decision.header == ""
+    assert decision.would_have is None
+
+
+@pytest.mark.parametrize(
+    ("helo_verdict", "next_after_helo"),
+    [
+        pytest.param("hold", Identity.MAILFROM, id="hold-goes-on"),
+        pytest.param("warn", Identity.MAILFROM, id="warn-goes-on"),
+        pytest.param("accept", Identity.MAILFROM, id="accept-goes-on"),
+        pytest.param("reject", None, id="reject-ends"),
+        pytest.param("defer", None, id="defer-ends"),
+    ],
+)
+def test_a_helo_hold_does_not_end_the_request(
+    helo_verdict: str, next_after_helo: Identity | None
+) -> None:
+    config = parse_config(f'[actions.helo]\nfail = "{helo_verdict}"')
+    case = deciding.open_case(REQUEST, config)
+    assert isinstance(case, deciding.Case)
+    assert deciding.next_identity(case, config, []) is Identity.HELO
+    assert deciding.next_identity(case, config, [helo(SpfResult.FAIL)]) is next_after_helo
+
+
+@pytest.mark.parametrize(
+    ("config_text", "rule_dry_run"),
+    [
+        pytest.param("[policy]\ndry_run = true\n", False, id="global"),
+        pytest.param("", True, id="recipient-rule"),
+    ],
+)
+def test_dry_run_holds_nothing(config_text: str, rule_dry_run: bool) -> None:
+    text = config_text + '[actions.mailfrom]\nsoftfail = "hold"\n'
+    if rule_dry_run:
+        text += '[[recipient]]\nmatch = "@receiver.example"\ndry_run = true\n'
+    config = parse_config(text)
+    rule = config.recipient_rule(REQUEST.recipient)
+    decision = decide_request(REQUEST, [mailfrom(SpfResult.SOFTFAIL)], config, RECEIVER, rule)
+    assert (decision.disposition, decision.would_have) == (Disposition.WARN, Verdict.HOLD)
+    assert decision.action.startswith("PREPEND Received-SPF: softfail ")
+
+
+def test_reject_only_no_mail_leaves_a_hold_alone() -> None:
+    config = parse_config('[policy]\nreject_only_no_mail = true\n[actions.mailfrom]\nfail = "hold"')
+    decision = decide_request(REQUEST, [mailfrom(SpfResult.FAIL)], config, RECEIVER)
+    assert decision.disposition is Disposition.HOLD
 
 
 def test_received_spf_names_the_identity_that_decided() -> None:
@@ -307,15 +407,39 @@ def test_no_prepend_at_end_of_message() -> None:
             "is not accepted here",
             id="softfail-reject",
         ),
+        pytest.param(
+            mailfrom(SpfResult.FAIL, explanation="See https://sender.example/spf"),
+            Verdict.HOLD,
+            "HOLD SPF mailfrom check failed: host 192.0.2.1 is not allowed to send mail for "
+            "sender.example - See https://sender.example/spf",
+            id="fail-hold",
+        ),
+        pytest.param(
+            mailfrom(SpfResult.PERMERROR, problem="Invalid IP4 address"),
+            Verdict.HOLD,
+            "HOLD SPF mailfrom check of sender.example for host 192.0.2.1: permanent error "
+            "in the domain's SPF record: Invalid IP4 address",
+            id="permerror-hold",
+        ),
     ],
 )
 def test_enforcing_action_text(outcome: SpfOutcome, verdict: Verdict, expected: str) -> None:
     assert actions.enforcing_action(outcome, verdict, "192.0.2.1", Config()) == expected
 
 
-def test_explanation_cannot_break_the_reply() -> None:
+def test_a_hold_logs_the_reject_template_not_the_defer_one() -> None:
+    config = parse_config(
+        '[policy]\nreject_reason = "no {domain} from {client}"\ndefer_reason = "later {domain}"'
+    )
+    outcome = mailfrom(SpfResult.TEMPERROR, problem="DNS timeout")
+    action = actions.enforcing_action(outcome, Verdict.HOLD, "192.0.2.1", config)
+    assert action == "HOLD no sender.example from 192.0.2.1"
+
+
+@pytest.mark.parametrize("verdict", [Verdict.HOLD, Verdict.REJECT])
+def test_explanation_cannot_break_the_reply(verdict: Verdict) -> None:
     outcome = mailfrom(SpfResult.FAIL, explanation="bad\r\naction=OK\x00 caf\u00e9" + "x" * 1000)
-    action = actions.enforcing_action(outcome, Verdict.REJECT, "192.0.2.1", Config())
+    action = actions.enforcing_action(outcome, verdict, "192.0.2.1", Config())
     assert action.isascii()
     assert action.isprintable()
     assert len(action) <= actions.MAX_REPLY_TEXT + len("550 5.7.23 ")
@@ -327,6 +451,7 @@ def test_explanation_cannot_break_the_reply() -> None:
         ("DUNNO", "Received-SPF: pass (x) client-ip=192.0.2.1", "DUNNO"),
         ("550 5.7.23 SPF mailfrom check failed", "", "550 5.7.23 SPF mailfrom check failed"),
         ("DEFER_IF_PERMIT 4.7.24 later", "", "DEFER_IF_PERMIT 4.7.24 later"),
+        ("HOLD SPF mailfrom check failed", "", "HOLD SPF mailfrom check failed"),
         ("DUNNO", "", "DUNNO"),
     ],
 )

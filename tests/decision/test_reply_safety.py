@@ -5,9 +5,9 @@ LF, NUL, U+2028, U+0085, bidirectional controls, very long values) and whatever 
 domain publishes (an exp= text with the same characters, macros that copy the attacker's
 local-part into the explanation), the reply is exactly b"action=<text>\\n\\n" with no other line
 break, and <text> is one of the actions the configuration allows: DUNNO, the pass restriction
-class, the configured reject or defer with printable ASCII text, the internal error action, or
-PREPEND with one trace header of the configured kind (never at END-OF-MESSAGE). The decision's
-log line is one line too.
+class, the configured reject, defer or hold with printable ASCII text, the internal error
+action, or PREPEND with one trace header of the configured kind (never at END-OF-MESSAGE).
+The decision's log line is one line too.
 
 Stated twice: for PolicyService.handle + protocol.encode_reply over the in-memory fake DNS (many
 examples, fast), and through the wire, through the real PolicyServer on loopback.
@@ -28,7 +28,7 @@ from spfpolicy.config.settings import Config, HeaderType, parse_config
 from spfpolicy.decision import actions
 from spfpolicy.decision.actions import Receiver
 from spfpolicy.evaluation.evaluator import SpfEvaluator
-from spfpolicy.model import Decision, ListenAddress, PolicyRequest
+from spfpolicy.model import Decision, ListenAddress, PolicyRequest, SpfResult, Verdict
 from spfpolicy.resolver.answers import DnsFailure
 from spfpolicy.service.policyservice import PolicyService
 from spfpolicy.wire.protocol import encode_reply
@@ -58,6 +58,7 @@ CONFIGS = {
         '[skip]\nprotocol_states = ["RCPT", "END-OF-MESSAGE", "MAIL"]\nauthenticated = false\n'
     ),
     "dry-run": "[policy]\ndry_run = true\n",
+    "hold": '[actions.helo]\nfail = "hold"\n[actions.mailfrom]\nfail = "hold"\nsoftfail = "hold"\n',
 }
 PARSED = {name: parse_config(text, name) for name, text in CONFIGS.items()}
 
@@ -175,7 +176,8 @@ _AUTHENTICATION_RESULTS = re.compile(
 _REPLY_TEXT = re.compile(f"[ -~]{{0,{actions.MAX_REPLY_TEXT}}}")  # printable ASCII, bounded
 _ENFORCING = re.compile(
     rf"(550 ({actions.SPF_FAIL_CODE}|{actions.SPF_ERROR_PERMANENT})"
-    rf"|DEFER_IF_PERMIT ({actions.SPF_ERROR_TEMPORARY}|{actions.NOT_AUTHORIZED_TEMPORARY})) "
+    rf"|DEFER_IF_PERMIT ({actions.SPF_ERROR_TEMPORARY}|{actions.NOT_AUTHORIZED_TEMPORARY})"
+    r"|HOLD) "
 )
 
 
@@ -187,12 +189,23 @@ def allowed_action_problem(action: str, config: Config, request: PolicyRequest) 
     if action in ("DUNNO", actions.INTERNAL_ERROR_DEFER, config.actions.pass_restriction):
         return None
     enforcing = _ENFORCING.match(action)
+    if enforcing and action.startswith("HOLD ") and not _holds(config):
+        return "HOLD from a configuration without a hold verdict"
     if enforcing:
         text = action[enforcing.end() :]
         return None if _REPLY_TEXT.fullmatch(text) else "reply text not bounded printable ASCII"
     if not action.startswith("PREPEND "):
         return "not an action the configuration allows"
     return _header_problem(action.removeprefix("PREPEND "), config, request)
+
+
+def _holds(config: Config) -> bool:
+    """Whether any action table of config has a hold verdict."""
+    tables = [config.actions.helo, config.actions.mailfrom]
+    tables += [
+        table for rule in config.recipient for table in (rule.actions.helo, rule.actions.mailfrom)
+    ]
+    return any(table.verdict(result) is Verdict.HOLD for table in tables for result in SpfResult)
 
 
 def _header_problem(header: str, config: Config, request: PolicyRequest) -> str | None:

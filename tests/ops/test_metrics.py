@@ -84,6 +84,19 @@ def test_a_decision_counts_action_results_and_time() -> None:
     assert found["spfpolicy_request_duration_seconds_bucket", (("le", "20.0"),)] == 3
 
 
+def test_a_hold_is_counted_as_its_own_action() -> None:
+    observer = PrometheusObserver()
+    assert samples(exposition(observer))["spfpolicy_decisions_total", (("action", "hold"),)] == 0
+    outcome = SpfOutcome(Identity.MAILFROM, SpfResult.FAIL, "s.example", "u@s.example")
+    held = Decision(Disposition.HOLD, "HOLD SPF mailfrom check failed", (outcome,))
+    observer.decision_made(held, 0.001)
+    observer.decision_made(Decision(Disposition.HOLD, held.answer, (outcome,), reused=True), 0.0)
+    found = samples(exposition(observer))
+    assert found["spfpolicy_decisions_total", (("action", "hold"),)] == 2
+    assert found["spfpolicy_decisions_total", (("action", "reject"),)] == 0
+    assert found["spfpolicy_decisions_total", (("action", "accept"),)] == 0
+
+
 def test_internal_errors_are_counted_beside_their_action() -> None:
     observer = PrometheusObserver()
     deferred = Decision(Disposition.DEFER, "DEFER_IF_PERMIT 4.3.0 x", internal_error=True)

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from spfpolicy.config.settings import LogFormat, LogLevel
+from spfpolicy.config.settings import LogFormat, LogLevel, parse_config
+from spfpolicy.decision.actions import Receiver
 from spfpolicy.model import (
     Decision,
     Disposition,
@@ -22,6 +23,7 @@ from spfpolicy.model import (
 )
 from spfpolicy.ops.logs import BackgroundHandler, configure_logging
 from spfpolicy.service.decisionlog import log_decision
+from tests.support.decisions import decide
 
 REQUEST = PolicyRequest(
     request="smtpd_access_policy",
@@ -136,6 +138,35 @@ def test_json_line(stream: io.StringIO) -> None:
         "duration_ms": 2.0,
     }
     assert "skip_reason" not in document
+
+
+@pytest.mark.parametrize(
+    ("config_text", "expected"),
+    [
+        pytest.param(
+            '[actions.mailfrom]\nfail = "hold"\n',
+            "mailfrom_result=fail(-all) disposition=hold "
+            'action="HOLD SPF mailfrom check failed: host 203.0.113.5 is not allowed to send mail '
+            'for sender.example" dns_lookups=0',
+            id="hold",
+        ),
+        pytest.param(
+            '[actions.mailfrom]\nfail = "hold"\n[policy]\ndry_run = true\n',
+            'mailfrom_result=fail(-all) disposition=warn would_have=hold action="PREPEND '
+            'Received-SPF" dns_lookups=0',
+            id="hold-in-dry-run",
+        ),
+    ],
+)
+def test_a_hold_is_a_disposition_of_its_own(
+    stream: io.StringIO, config_text: str, expected: str
+) -> None:
+    configure(stream, LogFormat.TEXT)
+    config = parse_config(config_text)
+    decision = decide(REQUEST, REJECT.outcomes, config, Receiver("mx.example", "mx.example"))
+    log_decision(REQUEST, decision, 0.001)
+    (line,) = stream.getvalue().splitlines()
+    assert expected in line, line
 
 
 def test_skips_name_their_reason(stream: io.StringIO) -> None:

@@ -91,6 +91,34 @@ def test_helo_reject_ends_the_request() -> None:
     assert ("sender.example", "TXT") not in setup.resolver.asked
 
 
+def test_a_helo_hold_still_checks_mail_from_whose_reject_wins() -> None:
+    setup = Service(parse_config('[actions.helo]\nfail = "hold"'))
+    request = REQUEST.replace(helo_name="bad-helo.example")
+    held = handle(setup.service, request)
+    assert held.disposition is Disposition.HOLD  # MAIL FROM passes: the HELO hold stands
+    assert held.action.startswith("HOLD SPF helo check failed: host 192.0.2.1 ")
+    assert [o.identity for o in held.outcomes] == [Identity.HELO, Identity.MAILFROM]
+    # 203.0.113.5 fails the HELO name too, and MAIL FROM as well: MAIL FROM's reject wins.
+    rejected = handle(setup.service, request.replace(client_address="203.0.113.5", instance="2"))
+    assert rejected.disposition is Disposition.REJECT
+    assert rejected.action.startswith("550 5.7.23 SPF mailfrom check failed")
+    assert [o.identity for o in rejected.outcomes] == [Identity.HELO, Identity.MAILFROM]
+
+
+def test_a_hold_repeats_for_every_recipient_without_a_header() -> None:
+    setup = Service(parse_config('[actions.mailfrom]\nfail = "hold"'))
+    request = REQUEST.replace(client_address="203.0.113.5", helo_name="h.client.example")
+    decisions = [
+        handle(setup.service, request.replace(recipient=f"r{i}@receiver.example")) for i in range(3)
+    ]
+    assert [d.disposition for d in decisions] == [Disposition.HOLD] * 3
+    assert {d.action for d in decisions} == {decisions[0].action}
+    assert decisions[0].action.startswith("HOLD SPF mailfrom check failed: host 203.0.113.5 ")
+    assert [d.reused for d in decisions] == [False, True, True]
+    assert all(d.header == "" for d in decisions)
+    assert setup.resolver.asked.count(("sender.example", "TXT")) == 1
+
+
 def test_null_sender_is_evaluated_once_as_helo() -> None:
     setup = Service()
     decision = handle(setup.service, REQUEST.replace(sender=""))

@@ -242,11 +242,15 @@ def _template(raw: str, where: str) -> str:
 
 
 def _restriction(raw: str, where: str) -> str:
-    """A restriction class name, or "" for none."""
+    """A restriction class name, or "" for none.
+
+    Postfix reads an answer that is one plain word and no access(5) action as a class name.
+    """
     if raw and (not _RESTRICTION_CLASS.fullmatch(raw) or raw.upper() in _ACCESS_KEYWORDS):
         raise ConfigError(
             f"{where}: {raw!r} is not a restriction class name (letters, digits, _ . -; "
-            "not an access(5) keyword)"
+            "not an access(5) keyword): name a class listed in main.cf's "
+            'smtpd_restriction_classes, or "" for none'
         )
     return raw
 

@@ -124,14 +124,29 @@ class ActionTable:
         return value
 
 
+# A Postfix restriction class name (smtpd_restriction_classes), "" for none.
+_CLASS = {"restriction": True}
+
+
 @dataclass(frozen=True)
 class ActionsConfig:
-    """[actions]: one table per identity, and what a pass answers."""
+    """[actions]: one table per identity, and the restriction class each result answers."""
 
     helo: ActionTable = ActionTable()
     mailfrom: ActionTable = ActionTable()
-    # A Postfix restriction class answered on pass (smtpd_restriction_classes); "" = none.
-    pass_restriction: str = field(default="", metadata={"restriction": True})
+    # Answered instead of the trace header when the deciding result is accepted.
+    pass_restriction: str = field(default="", metadata=_CLASS)
+    fail_restriction: str = field(default="", metadata=_CLASS)
+    softfail_restriction: str = field(default="", metadata=_CLASS)
+    neutral_restriction: str = field(default="", metadata=_CLASS)
+    none_restriction: str = field(default="", metadata=_CLASS)
+    temperror_restriction: str = field(default="", metadata=_CLASS)
+    permerror_restriction: str = field(default="", metadata=_CLASS)
+
+    def restriction(self, result: SpfResult) -> str:
+        """The restriction class configured for one result ("" for none)."""
+        value: str = getattr(self, f"{result.value}_restriction")
+        return value
 
 
 @dataclass(frozen=True)

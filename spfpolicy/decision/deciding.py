@@ -22,7 +22,6 @@ from spfpolicy.model import (
     Identity,
     PolicyRequest,
     SpfOutcome,
-    SpfResult,
     Verdict,
 )
 
@@ -175,13 +174,17 @@ def _acceptance(
     receiver: Receiver,
     header_added: bool,
 ) -> tuple[str, str]:
-    """(answer, header) for an accepted message: the pass restriction class, else DUNNO with
-    the trace header unless the message has it already."""
+    """(answer, header) for an accepted message: the restriction class of the deciding
+    result, else DUNNO with the trace header unless the message has it already.
+
+    The deciding result is the last identity's: MAIL FROM's, or HELO's for the null sender.
+    """
     if not outcomes:
         return "DUNNO", ""
     actions = case.rule.actions if case.rule is not None else config.actions
-    if actions.pass_restriction and outcomes[-1].result is SpfResult.PASS:
-        return actions.pass_restriction, ""  # one action per reply: the class, not the header
+    restriction = actions.restriction(outcomes[-1].result)
+    if restriction:
+        return restriction, ""  # one action per reply: the class, not the header
     if header_added:
         return "DUNNO", ""
     return "DUNNO", trace_header(case.request, case.client_text, outcomes, config, receiver)

@@ -130,6 +130,15 @@ def test_hold_is_a_verdict_in_every_table(text: str, where: str) -> None:
         assert config.actions.mailfrom.fail is Verdict.REJECT
 
 
+def test_every_result_has_a_restriction_class_key() -> None:
+    text = "[actions]\n" + "".join(f'{r.value}_restriction = "c_{r.value}"\n' for r in SpfResult)
+    actions = parse_config(text).actions
+    assert {result: actions.restriction(result) for result in SpfResult} == {
+        result: f"c_{result.value}" for result in SpfResult
+    }
+    assert all(Config().actions.restriction(result) == "" for result in SpfResult)
+
+
 def test_a_bad_verdict_names_every_verdict() -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config('[actions.mailfrom]\nfail = "quarantine"\n', "f.toml")
@@ -236,7 +245,9 @@ def test_config_keys_lists_every_leaf_with_its_default() -> None:
     assert keys["actions.mailfrom.pass"] is Verdict.ACCEPT
     assert keys["actions.helo.temperror"] is Verdict.DEFER
     assert "server" not in keys
-    assert len(keys) == 68
+    assert keys["actions.softfail_restriction"] == ""
+    assert keys["recipient[].actions.permerror_restriction"] == ""
+    assert len(keys) == 80
 
 
 def test_readme_documents_every_key() -> None:
@@ -247,5 +258,10 @@ def test_readme_documents_every_key() -> None:
             "actions.helo",
             "actions.mailfrom",
         )
-        documented = f"`{section}.RESULT`" if tables else f"`{key}`"
+        if tables:
+            documented = f"`{section}.RESULT`"
+        elif _name.endswith("_restriction"):  # one row for the classes of all seven results
+            documented = f"`{section}.RESULT_restriction`"
+        else:
+            documented = f"`{key}`"
         assert documented in readme, f"README.md's config reference lacks {key}"

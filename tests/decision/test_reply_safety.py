@@ -4,7 +4,7 @@ Whatever the attributes (senders, HELO names, client addresses, recipients, SASL
 LF, NUL, U+2028, U+0085, bidirectional controls, very long values) and whatever the sender's
 domain publishes (an exp= text with the same characters, macros that copy the attacker's
 local-part into the explanation), the reply is exactly b"action=<text>\\n\\n" with no other line
-break, and <text> is one of the actions the configuration allows: DUNNO, the pass restriction
+break, and <text> is one of the actions the configuration allows: DUNNO, a configured restriction
 class, the configured reject, defer or hold with printable ASCII text, the internal error
 action, or PREPEND with one trace header of the configured kind (never at END-OF-MESSAGE).
 The decision's log line is one line too.
@@ -58,7 +58,11 @@ CONFIGS = {
         '[skip]\nprotocol_states = ["RCPT", "END-OF-MESSAGE", "MAIL"]\nauthenticated = false\n'
     ),
     "dry-run": "[policy]\ndry_run = true\n",
-    "hold": '[actions.helo]\nfail = "hold"\n[actions.mailfrom]\nfail = "hold"\nsoftfail = "hold"\n',
+    "hold-and-classes": (
+        '[actions]\nneutral_restriction = "spf_neutral"\nnone_restriction = "spf_none"\n'
+        'permerror_restriction = "spf_permerror"\n'
+        '[actions.helo]\nfail = "hold"\n[actions.mailfrom]\nfail = "hold"\nsoftfail = "hold"\n'
+    ),
 }
 PARSED = {name: parse_config(text, name) for name, text in CONFIGS.items()}
 
@@ -186,12 +190,13 @@ def allowed_action_problem(action: str, config: Config, request: PolicyRequest) 
     problem = action_problem(action)
     if problem:
         return problem
-    if action in ("DUNNO", actions.INTERNAL_ERROR_DEFER, config.actions.pass_restriction):
+    classes = {config.actions.restriction(result) for result in SpfResult} - {""}
+    if action in ("DUNNO", actions.INTERNAL_ERROR_DEFER) or action in classes:
         return None
     enforcing = _ENFORCING.match(action)
-    if enforcing and action.startswith("HOLD ") and not _holds(config):
-        return "HOLD from a configuration without a hold verdict"
     if enforcing:
+        if action.startswith("HOLD ") and not _holds(config):
+            return "HOLD from a configuration without a hold verdict"
         text = action[enforcing.end() :]
         return None if _REPLY_TEXT.fullmatch(text) else "reply text not bounded printable ASCII"
     if not action.startswith("PREPEND "):

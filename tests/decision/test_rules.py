@@ -175,6 +175,116 @@ def test_pass_restriction_answers_the_class_on_pass_only() -> None:
     assert decide(text, mailfrom(SpfResult.FAIL)).action.startswith("550 ")
 
 
+# Every result accepted, each with a class of its own.
+EVERY_CLASS = "[actions]\n" + "".join(
+    f'{result.value}_restriction = "spf_{result.value}"\n' for result in SpfResult
+)
+ACCEPT_ALL = "[actions.mailfrom]\n" + "".join(f'{r.value} = "accept"\n' for r in SpfResult)
+
+
+@pytest.mark.parametrize("result", list(SpfResult), ids=str)
+def test_each_result_answers_its_own_class(result: SpfResult) -> None:
+    decision = decide(EVERY_CLASS + ACCEPT_ALL, mailfrom(result, problem="x"))
+    assert decision.action == f"spf_{result.value}"
+    assert (decision.disposition, decision.header) == (Disposition.ACCEPT, "")
+    # Without its class the same result gets the header, whatever the others have.
+    others = "\n".join(
+        line for line in EVERY_CLASS.splitlines() if not line.startswith(f"{result.value}_")
+    )
+    plain = decide(f"{others}\n{ACCEPT_ALL}", mailfrom(result, problem="x"))
+    assert plain.action.startswith(f"PREPEND Received-SPF: {result.value} ")
+
+
+@pytest.mark.parametrize(
+    ("verdict", "disposition", "action_start"),
+    [
+        pytest.param("reject", Disposition.REJECT, "550 5.7.23 ", id="reject-wins"),
+        pytest.param("defer", Disposition.DEFER, "DEFER_IF_PERMIT 4.7.1 ", id="defer-wins"),
+        pytest.param("hold", Disposition.HOLD, "HOLD SPF mailfrom ", id="hold-wins"),
+        pytest.param("warn", Disposition.WARN, "greylist_softfail", id="warn-gets-the-class"),
+        pytest.param("accept", Disposition.ACCEPT, "greylist_softfail", id="accept"),
+    ],
+)
+def test_a_verdict_that_stops_the_mail_wins_over_the_class(
+    verdict: str, disposition: Disposition, action_start: str
+) -> None:
+    text = (
+        f'[actions]\nsoftfail_restriction = "greylist_softfail"\n'
+        f'[actions.mailfrom]\nsoftfail = "{verdict}"\n'
+    )
+    decision = decide(text, mailfrom(SpfResult.SOFTFAIL))
+    assert decision.disposition is disposition
+    assert decision.action.startswith(action_start), decision.action
+
+
+def test_dry_run_softens_the_verdict_not_the_class() -> None:
+    text = (
+        '[actions]\nsoftfail_restriction = "greylist_softfail"\n'
+        '[actions.mailfrom]\nsoftfail = "hold"\n[policy]\ndry_run = true\n'
+    )
+    decision = decide(text, mailfrom(SpfResult.SOFTFAIL))
+    assert (decision.disposition, decision.would_have) == (Disposition.WARN, Verdict.HOLD)
+    assert decision.action == "greylist_softfail"
+
+
+def helo(result: SpfResult) -> SpfOutcome:
+    return SpfOutcome(Identity.HELO, result, "h.client.example", "postmaster@h.client.example")
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "action_start"),
+    [
+        pytest.param(
+            (helo(SpfResult.SOFTFAIL), mailfrom(SpfResult.PASS)),
+            "PREPEND Received-SPF: pass ",
+            id="helo-softfail-mailfrom-pass",
+        ),
+        pytest.param(
+            (helo(SpfResult.PASS), mailfrom(SpfResult.SOFTFAIL)),
+            "greylist_softfail",
+            id="mailfrom-softfail",
+        ),
+        pytest.param((helo(SpfResult.SOFTFAIL),), "greylist_softfail", id="null-sender-helo"),
+    ],
+)
+def test_the_last_identity_checked_selects_the_class(
+    outcomes: tuple[SpfOutcome, ...], action_start: str
+) -> None:
+    text = '[actions]\nsoftfail_restriction = "greylist_softfail"'
+    assert decide(text, *outcomes).action.startswith(action_start)
+
+
+RULE_CLASSES = """
+[actions]
+softfail_restriction = "greylist_softfail"
+[[recipient]]
+match = "abuse@receiver.example"
+[recipient.actions]
+softfail_restriction = ""
+neutral_restriction = "abuse_neutral"
+[[recipient]]
+match = "@receiver.example"
+dry_run = true
+"""
+
+
+@pytest.mark.parametrize(
+    ("recipient", "result", "action_start"),
+    [
+        pytest.param("abuse@receiver.example", SpfResult.SOFTFAIL, "PREPEND ", id="rule-clears"),
+        pytest.param("abuse@receiver.example", SpfResult.NEUTRAL, "abuse_neutral", id="rule-sets"),
+        pytest.param("x@receiver.example", SpfResult.SOFTFAIL, "greylist_softfail", id="inherits"),
+        pytest.param("x@receiver.example", SpfResult.NEUTRAL, "PREPEND ", id="rule-inherits-none"),
+        pytest.param("x@other.example", SpfResult.SOFTFAIL, "greylist_softfail", id="global"),
+    ],
+)
+def test_recipient_rules_set_or_inherit_classes(
+    recipient: str, result: SpfResult, action_start: str
+) -> None:
+    decision = decide(RULE_CLASSES, mailfrom(result), recipient=recipient)
+    assert decision.action.startswith(action_start), decision.action
+
+
 @pytest.mark.parametrize(
     ("config_text", "outcome", "expected"),
     [
@@ -221,6 +331,46 @@ def test_reason_templates(config_text: str, outcome: SpfOutcome, expected: str) 
             '[actions]\npass_restriction = "REJECT"', "not a restriction class", id="keyword"
         ),
         pytest.param('[actions]\npass_restriction = "a b"', "not a restriction class", id="space"),
+        pytest.param(
+            '[actions]\nsoftfail_restriction = "hold"',
+            "actions.softfail_restriction: 'hold' is not a restriction class",
+            id="softfail-keyword-lower-case",
+        ),
+        pytest.param(
+            '[actions]\nneutral_restriction = "450 4.7.1 try later"',
+            "actions.neutral_restriction: '450 4.7.1 try later' is not a restriction class",
+            id="neutral-a-reply",
+        ),
+        pytest.param(
+            '[actions]\nnone_restriction = "check_sender_access hash:/etc/postfix/x"',
+            "actions.none_restriction: .* smtpd_restriction_classes",
+            id="none-a-restriction-with-a-table",
+        ),
+        pytest.param(
+            '[actions]\ntemperror_restriction = "Defer_If_Permit"',
+            "actions.temperror_restriction: .*not an access\\(5\\) keyword",
+            id="temperror-keyword-mixed-case",
+        ),
+        pytest.param(
+            "[actions]\npermerror_restriction = 1",
+            "actions.permerror_restriction: expected a",
+            id="int",
+        ),
+        pytest.param(
+            '[actions]\nfail_restriction = "_spf"',
+            "actions.fail_restriction",
+            id="leading-underscore",
+        ),
+        pytest.param(
+            '[[recipient]]\nmatch = "@r.example"\n[recipient.actions]\nsoftfail_restriction = "OK"',
+            "recipient[1].actions.softfail_restriction: 'OK' is not a restriction class",
+            id="recipient-rule",
+        ),
+        pytest.param(
+            '[actions]\nqueued_restriction = "x"',
+            "unknown key 'queued_restriction'",
+            id="no-such-result",
+        ),
         pytest.param('[allow]\nhelo_names = ["bad..example"]', "not a domain name", id="domain"),
         pytest.param('[[recipient]]\nmatch = "nobody"', 'expected "user@example.com"', id="match"),
         pytest.param("[[recipient]]\ndry_run = true", "missing key 'match'", id="no-match"),

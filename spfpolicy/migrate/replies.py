@@ -150,9 +150,9 @@ PASS_RESTRICTION = {
         "[actions] pass_restriction: answered when MAIL FROM passes (HELO for the null sender)"
     ),
     "HELO_pass_restriction": (
-        "[actions] pass_restriction, spfpolicy's only one: answered when MAIL FROM passes (HELO "
-        "only for the null sender), where policyd-spf answered it whenever HELO passed, even "
-        "when MAIL FROM failed"
+        "[actions] pass_restriction, spfpolicy's one class for pass: answered when MAIL FROM "
+        "passes (HELO only for the null sender), where policyd-spf answered it whenever HELO "
+        "passed, even when MAIL FROM failed"
     ),
 }
 

@@ -36,6 +36,10 @@ SPFPOLICY_ONLY = (
     '[skip] protocol_states = ["RCPT"]: policyd-spf checked at whatever stage main.cf called it.',
     "[dns], [spf] result_cache, [metrics]: a shared DNS cache, a result cache and a Prometheus "
     "exporter; [spf] ipv6_void_fairness; [skip] policy_contexts.",
+    '"hold" in [actions.helo] and [actions.mailfrom] (Postfix\'s HOLD: the message waits in the '
+    "hold queue for a person) and a restriction class for each result but pass "
+    "([actions] softfail_restriction and the like): policyd-spf could only reject, defer, add "
+    "its header or answer a class on pass.",
 )
 
 Mapper = Callable[[PolicydSpfFile], Outcome]

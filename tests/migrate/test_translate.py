@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from spfpolicy.config.settings import (
 )
 from spfpolicy.migrate.policydspf import OPTIONS, parse
 from spfpolicy.migrate.translate import migrate
-from spfpolicy.model import Verdict
+from spfpolicy.model import SpfResult, Verdict
 
 DATA = Path(__file__).parents[1] / "data" / "policyd-spf"
 ACCEPT, REJECT, DEFER = Verdict.ACCEPT, Verdict.REJECT, Verdict.DEFER
@@ -60,6 +61,19 @@ def test_the_shipped_default_config() -> None:
         "[actions.mailfrom]",
         'temperror = "accept"',
     ]
+
+
+def test_hold_and_the_other_classes_have_no_policyd_spf_counterpart() -> None:
+    """spf-engine 3.0.4 answers a reject, a defer, its header or a pass class, never HOLD, and
+    its only restriction options are for pass: nothing migrates to them; the output says so."""
+    output = migrate((DATA / "everything.conf").read_text())
+    config = parse_config(output, "migrated")
+    tables = (config.actions.helo, config.actions.mailfrom)
+    assert Verdict.HOLD not in {getattr(table, f.name) for table in tables for f in fields(table)}
+    assert [config.actions.restriction(r) for r in SpfResult if r is not SpfResult.PASS] == [""] * 6
+    said = comments(output)
+    assert '"hold" in [actions.helo] and [actions.mailfrom]' in said
+    assert "softfail_restriction" in said
 
 
 def test_a_config_that_sets_every_option() -> None:

@@ -40,6 +40,17 @@ GOOD_CLIENT = "192.0.2.7"  # authorised by sender.example and mail.sender.exampl
 OTHER_CLIENT = "203.0.113.9"  # authorised by nobody
 PLAIN_HELO = "h.client.example"  # no SPF record: the HELO check is "none" and decides nothing
 WAIT = 30.0
+# A restriction class whose answer no other part of the instance gives: its SMTP reply proves
+# Postfix ran the class spfpolicy named. DEFER_IF_PERMIT, as greylisting policy servers answer.
+GREYLISTED = "Greylisted by the greylist_softfail class"
+CLASSES = f"""\
+smtpd_restriction_classes = greylist_softfail
+greylist_softfail = check_sender_access static:{{DEFER_IF_PERMIT 4.7.1 {GREYLISTED}}}
+"""
+# The quarantining daemon: holds what fails, hands softfail to the class.
+QUARANTINE = (
+    '[actions]\nsoftfail_restriction = "greylist_softfail"\n[actions.mailfrom]\nfail = "hold"\n'
+)
 
 
 def skip_or_fail_without_postfix() -> None:
@@ -88,25 +99,29 @@ class Stack:
         print(f"{label}: {kwargs} -> RCPT {rcpts} DATA {transaction.data}")
         return transaction
 
-    def decisions(self, sender: str) -> list[str]:
-        """The default daemon's decision lines for one sender."""
-        lines = self.daemon_log.read_text().splitlines()
+    def decisions(self, sender: str, daemon: str = "default") -> list[str]:
+        """A daemon's decision lines for one sender."""
+        lines = (self.workdir / f"{daemon}.log").read_text().splitlines()
         return [line for line in lines if "decision " in line and f" sender={sender} " in line]
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Postfix with four smtpd ports: unix and inet to the default daemon, strict, and down."""
+    """Postfix with five smtpd ports: unix and inet to the default daemon, strict, quarantine
+    (hold and a restriction class, declared in main.cf), and down."""
     skip_or_fail_without_postfix()
     workdir = tmp_path_factory.mktemp("postfix-e2e")
     default_port, strict_port, down_port = free_port(), free_port(), free_port()
+    quarantine_port = free_port()
     postfix = Postfix(
         {
             "unix": "unix:private/spfpolicy",
             "inet": f"inet:127.0.0.1:{default_port}",
             "strict": f"inet:127.0.0.1:{strict_port}",
+            "quarantine": f"inet:127.0.0.1:{quarantine_port}",
             "down": f"inet:127.0.0.1:{down_port}",
-        }
+        },
+        main_cf=CLASSES,
     )
     postfix.start()
     try:
@@ -126,12 +141,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     'authserv_id = "mx.receiver.example"\n',
                 )
             )
+            quarantine = workdir / "quarantine.toml"
+            quarantine.write_text(
+                daemon_config([f"inet:127.0.0.1:{quarantine_port}"], dns_port, QUARANTINE)
+            )
             with (
                 running_policy_daemon(default, stack.daemon_log) as first,
                 running_policy_daemon(strict, workdir / "strict.log") as second,
+                running_policy_daemon(quarantine, workdir / "quarantine.log") as third,
             ):
                 wait_for_port(first, default_port)
                 wait_for_port(second, strict_port)
+                wait_for_port(third, quarantine_port)
                 yield stack
     finally:
         postfix.stop()
@@ -329,6 +350,71 @@ def test_authentication_results_mode(stack: Stack) -> None:
         r"spf=pass( \([^)]*\))? smtp\.helo=mail\.sender\.example",
         header,
     ), header
+
+
+def test_a_held_message_lands_in_the_hold_queue(stack: Stack) -> None:
+    """fail = "hold": both recipients are told 250, the message is queued once, on hold, for
+    both, with the reason in Postfix's log; spfpolicy decided once and said hold twice."""
+    recipients = ["held1@receiver.example", "held2@receiver.example"]
+    sent = stack.send(
+        "quarantine",
+        client=OTHER_CLIENT,
+        helo=PLAIN_HELO,
+        sender="held@sender.example",
+        recipients=recipients,
+    )
+    assert [str(r) for r in sent.rcpts] == ["250 2.1.5 Ok"] * 2
+    assert sent.data is not None
+    assert sent.data.code == 250, sent.data
+    queued = [entry for entry in stack.postfix.queued() if entry["queue_id"] == sent.queue_id]
+    assert [entry["queue_name"] for entry in queued] == ["hold"], stack.postfix.queued()
+    assert sorted(r["address"] for r in queued[0]["recipients"]) == recipients
+    assert queued[0]["sender"] == "held@sender.example"
+    reason = "SPF mailfrom check failed: host 203.0.113.9 is not allowed to send mail for"
+    held_lines = [line for line in stack.postfix.log().splitlines() if " hold: RCPT from " in line]
+    assert any(reason in line and "<held1@receiver.example>" in line for line in held_lines)
+    lines = stack.decisions("held@sender.example", "quarantine")
+    assert len(lines) == 2
+    assert all(" disposition=hold " in line for line in lines)
+    assert sum("reused=yes" in line for line in lines) == 1
+
+
+def test_softfail_goes_through_the_named_restriction_class(stack: Stack) -> None:
+    sent = stack.send(
+        "quarantine",
+        client=OTHER_CLIENT,
+        helo=PLAIN_HELO,
+        sender="grey@soft.example",
+        recipients=["grey@receiver.example"],
+    )
+    # check_sender_access inside the class answers for the sender, hence "Sender address".
+    assert [str(r) for r in sent.rcpts] == [
+        f"450 4.7.1 <grey@soft.example>: Sender address rejected: {GREYLISTED}"
+    ]
+    assert sent.data is None
+    (line,) = stack.decisions("grey@soft.example", "quarantine")
+    assert "mailfrom_result=softfail" in line
+    assert " action=greylist_softfail " in line
+
+
+@pytest.mark.parametrize(
+    ("client", "sender", "result"),
+    [(GOOD_CLIENT, "ok@sender.example", "pass"), (OTHER_CLIENT, "n@neutral.example", "neutral")],
+)
+def test_results_without_a_class_skip_it(
+    stack: Stack, client: str, sender: str, result: str
+) -> None:
+    """The class is spfpolicy's answer, not part of the instance: the same port delivers what
+    has no class, with its header."""
+    sent = stack.send(
+        "quarantine",
+        client=client,
+        helo=PLAIN_HELO,
+        sender=sender,
+        recipients=["c@receiver.example"],
+    )
+    (header,) = received_spf(stack, sent)
+    assert header.startswith(f"{result} (")
 
 
 def test_policy_service_down_then_back(stack: Stack) -> None:

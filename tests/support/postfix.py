@@ -10,6 +10,7 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
+import json
 import os
 import pwd
 import shutil
@@ -21,6 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DOMAIN = "receiver.example"
 HOSTNAME = "mx.receiver.example"
@@ -96,10 +98,11 @@ class Postfix:
     """A Postfix instance in its own directory; `policies` names each smtpd port's restriction.
 
     policies maps a label to a check_policy_service target ("unix:private/spfpolicy",
-    "inet:127.0.0.1:PORT"); each label gets its own smtpd port (see `ports`).
+    "inet:127.0.0.1:PORT"); each label gets its own smtpd port (see `ports`). main_cf is added
+    to main.cf as it is, for settings a test needs such as restriction classes.
     """
 
-    def __init__(self, policies: Mapping[str, str]) -> None:
+    def __init__(self, policies: Mapping[str, str], main_cf: str = "") -> None:
         self.base = Path(tempfile.mkdtemp(prefix="spfpolicy-postfix-"))
         self.base.chmod(0o755)  # the virtual delivery agent runs as nobody and must get in
         self.config = self.base / "conf"
@@ -108,6 +111,7 @@ class Postfix:
         self.maillog = self.base / "maillog"
         self.ports = {label: free_port() for label in policies}
         self._policies = dict(policies)
+        self._extra_main_cf = main_cf
         self._nobody = pwd.getpwnam("nobody")
 
     @property
@@ -186,6 +190,21 @@ class Postfix:
             time.sleep(0.1)
         raise PostfixError(f"{queue_id} was not delivered in time; maillog:\n{self.log()[-3000:]}")
 
+    def queued(self) -> list[dict[str, Any]]:
+        """The messages in the instance's queues, as `postqueue -j` lists them: one object per
+        message with queue_name ("hold", "incoming", "active", "deferred"), queue_id, sender
+        and recipients."""
+        done = subprocess.run(
+            ["postqueue", "-c", str(self.config), "-j"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise PostfixError(f"postqueue -j failed: {done.stdout}{done.stderr}\n{self.log()}")
+        return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
     def _messages(self) -> list[email.message.Message]:
         messages = []
         for path in (self.maildir / "inbox" / "new").glob("*"):
@@ -254,7 +273,7 @@ smtpd_peername_lookup = no
 smtpd_recipient_restrictions = reject_unauth_destination
 biff = no
 smtputf8_enable = no
-{restriction_lines}"""
+{restriction_lines}{self._extra_main_cf}"""
 
     def _master_cf(self) -> str:
         listeners = "".join(

@@ -160,7 +160,9 @@ def build_resolver(
     )
     if not dns.cache_size:
         return resolver
-    limits = CacheLimits(dns.cache_size, dns.min_ttl, dns.max_ttl, dns.negative_ttl_max)
+    limits = CacheLimits(
+        dns.cache_size, dns.min_ttl, dns.max_ttl, dns.negative_ttl_max, dns.serve_stale
+    )
     # Prefetching asks as the stub does; a resolver given for tests is asked only by threads.
     multiplexer = None
     if isinstance(resolver, StubResolver):

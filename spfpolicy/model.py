@@ -165,6 +165,7 @@ class SpfOutcome:
     mechanism: str = ""  # the term that matched, when one did
     problem: str = ""  # why the result is an error, for temperror and permerror
     publishes_no_mail: bool = False  # the domain's record is exactly "v=spf1 -all"
+    stale_dns: bool = False  # an answer used was expired, served as upstream failed (RFC 8767)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +187,11 @@ class Decision:
     def action(self) -> str:
         """The access(5) action text Postfix receives after "action="."""
         return f"PREPEND {self.header}" if self.header else self.answer
+
+    @property
+    def stale_dns(self) -> bool:
+        """Whether an outcome behind it used a stale DNS answer ([dns] serve_stale)."""
+        return any(outcome.stale_dns for outcome in self.outcomes)
 
 
 class Observer(Protocol):
@@ -223,6 +229,9 @@ class Observer(Protocol):
 
     def dns_cache_lookup(self, hit: bool) -> None:
         """The DNS cache was asked; hit is False when an upstream query was needed."""
+
+    def dns_stale_answer(self, rdtype: str) -> None:
+        """An expired answer was served because asking upstream again failed (serve_stale)."""
 
     def result_cache_lookup(self, hit: bool) -> None:
         """The SPF result cache was asked for one identity's result."""
@@ -269,6 +278,9 @@ class NullObserver:
 
     def dns_cache_lookup(self, hit: bool) -> None:
         """Ignore a DNS cache lookup."""
+
+    def dns_stale_answer(self, rdtype: str) -> None:
+        """Ignore a stale answer served."""
 
     def result_cache_lookup(self, hit: bool) -> None:
         """Ignore a result cache lookup."""

@@ -23,6 +23,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Postfix's own smtpd_policy_service_timeout default: an answer after it is never read.
 POSTFIX_POLICY_TIMEOUT = 100.0
+MAX_SERVE_STALE = 604_800  # [dns] serve_stale: 7 days, in seconds
 
 
 class HeaderType(StrEnum):
@@ -88,6 +89,9 @@ class DnsConfig:
     max_ttl: float = field(default=86_400.0, metadata=_range(0, 604_800))
     # RFC 2308 §5: negative answers live for the SOA minimum; this caps a zone's choice.
     negative_ttl_max: float = field(default=3_600.0, metadata=_range(0, 86_400))
+    # RFC 8767 §5: seconds past its expiry an answer may stand in when upstream fails; 0: off.
+    # At most 7 days: the RFC suggests 1 to 3; beyond a week an outage is not what it covers.
+    serve_stale: float = field(default=0.0, metadata=_range(0, MAX_SERVE_STALE))
 
 
 @dataclass(frozen=True)
@@ -289,6 +293,11 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         raise ConfigError(
             f"{source}: dns.min_ttl: {config.dns.min_ttl:g} is above dns.max_ttl "
             f"({config.dns.max_ttl:g}); raise max_ttl or lower min_ttl"
+        )
+    if config.dns.serve_stale and not config.dns.cache_size:
+        raise ConfigError(
+            f"{source}: dns.serve_stale: {config.dns.serve_stale:g} needs the DNS cache, which "
+            "dns.cache_size = 0 turns off; set cache_size above 0 or serve_stale = 0"
         )
     return config
 

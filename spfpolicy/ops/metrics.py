@@ -94,6 +94,13 @@ class PrometheusObserver:
             "DNS questions that needed an upstream query.",
             registry=registry,
         )
+        self.dns_stale_answers = Counter(
+            "spfpolicy_dns_stale_answers",
+            "Expired DNS answers served because asking upstream again failed ([dns] "
+            "serve_stale, RFC 8767), by record type.",
+            ["rdtype"],
+            registry=registry,
+        )
         self.dns_cache_entries = Gauge(
             "spfpolicy_dns_cache_entries", "Answers held in the DNS cache.", registry=registry
         )
@@ -170,6 +177,8 @@ class PrometheusObserver:
         self.last_reload_ok.set(1)
         for disposition in Disposition:  # every action shows, at 0, from the first scrape
             self.decisions.labels(action=disposition.value)
+        for rdtype in (*_RDTYPES, "other"):  # so that rate() sees the first stale answer
+            self.dns_stale_answers.labels(rdtype=rdtype)
 
     def _child(self, metric: Any, *values: str) -> Any:
         """metric.labels(*values), remembered: labels() costs more than the increment itself."""
@@ -228,6 +237,10 @@ class PrometheusObserver:
     def dns_cache_lookup(self, hit: bool) -> None:
         """Count a DNS cache hit or miss."""
         (self.dns_cache_hits if hit else self.dns_cache_misses).inc()
+
+    def dns_stale_answer(self, rdtype: str) -> None:
+        """Count a stale answer served, by its record type."""
+        self._child(self.dns_stale_answers, rdtype if rdtype in _RDTYPES else "other").inc()
 
     def result_cache_lookup(self, hit: bool) -> None:
         """Count a result cache hit or miss."""

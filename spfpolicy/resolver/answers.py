@@ -3,6 +3,7 @@
 The evaluator asks one question at a time (name, type) with a deadline and gets back the answer
 section's records, CNAMEs included, so that pyspf follows CNAME chains itself and detects loops.
 NXDOMAIN and NODATA are empty answers, not errors; only timeouts and server failures raise.
+With serve-stale on, such a failure may be answered instead by an expired answer, marked stale.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class DnsAnswer:
     rcode: str = "NOERROR"  # "NOERROR" or "NXDOMAIN"
     expires: float = 0.0  # clock time after which it must not be reused (0: now)
     from_cache: bool = False
+    # Expired, and served because asking upstream again failed ([dns] serve_stale, RFC 8767);
+    # expires stays the answer's own, in the past.
+    stale: bool = False
 
 
 class Resolver(Protocol):

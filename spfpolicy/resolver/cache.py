@@ -1,7 +1,8 @@
 """The shared TTL-aware DNS cache: size-bounded, thread-safe, one upstream query per question.
 
 spfpolicy.resolver.stub asks the network; CachingResolver sits in front of it and is shared by
-every connection.
+every connection. With serve_stale (RFC 8767) an expired answer stays until serve_stale past its
+expiry, to stand in for a refresh that fails.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class _Entry:
     answer: DnsAnswer | None  # None when the question failed
     error: DnsError | None
     expires: float
+    stale: DnsAnswer | None = None  # with an error: the expired answer it found (serve_stale)
 
 
 class _Flight:
@@ -75,6 +77,8 @@ class CacheLimits:
     min_ttl: float = 0.0
     max_ttl: float = 86_400.0
     negative_ttl_max: float = 3_600.0
+    # RFC 8767: seconds past its expiry an answer may stand in for a failed refresh; 0: never.
+    serve_stale: float = 0.0
 
 
 class CachingResolver:
@@ -84,6 +88,12 @@ class CachingResolver:
     (RFC 2308 §5) up to negative_ttl_max, failures for FAILURE_TTL; least recently used entries
     go first when it is full. Concurrent identical questions share one upstream query, whether
     a thread waits for it (query) or it was asked ahead (prefetch, through multiplexer).
+
+    Serve-stale (RFC 8767): an expired answer is asked again like any other; only when that
+    fails (timeout, SERVFAIL or REFUSED, an unusable reply; never NXDOMAIN or NODATA, which are
+    answers) is it served, marked stale, until serve_stale past its own expiry. The failure is
+    kept for FAILURE_TTL with the answer beside it, so meanwhile it is served without a wait;
+    it is never stored as fresh, and a fresh answer replaces it as soon as upstream gives one.
     """
 
     def __init__(
@@ -116,24 +126,25 @@ class CachingResolver:
         key = (name.lower().rstrip("."), rdtype)
         while True:
             with self._lock:
-                entry = self._cache.get(key)
-                if entry is not None and entry.expires <= self.clock():
-                    del self._cache[key]
-                    entry = None
+                entry, stale = self._lookup(key)
                 flight = None if entry is not None else self._in_flight.get(key)
                 leader = entry is None and flight is None
                 if leader:
                     flight = self._in_flight[key] = _Flight()
             if entry is not None:
                 self.observer.dns_cache_lookup(hit=True)
-                return _unpack(entry)
+                return self._unpack(key, entry)
             self.observer.dns_cache_lookup(hit=False)
             assert flight is not None
             if leader:
-                return _unpack(self._fetch(key, name, rdtype, deadline, flight))
-            entry = self._wait(flight, deadline)
+                return self._unpack(key, self._fetch(key, name, rdtype, deadline, flight))
+            try:
+                entry = self._wait(flight, deadline)
+            except DnsError as error:
+                # This request's budget ran out before upstream answered: that failed too.
+                return self._unpack(key, _Entry(None, error, 0.0, stale))
             if entry is not None:
-                return _unpack(entry)
+                return self._unpack(key, entry)
             # The leader ran out of its own budget; this request may still have time: ask again.
 
     def cached(self, name: str, rdtype: str) -> DnsAnswer | None:
@@ -185,6 +196,40 @@ class CachingResolver:
             self.multiplexer.ask(*key, deadline, _Landing(self, key, flight))
         return True
 
+    def _lookup(self, key: AnswerKey) -> tuple[_Entry | None, DnsAnswer | None]:
+        """With the lock held: the entry in force (an answer or a recent failure), or None and
+        the expired answer that may stand in if asking again fails. An expired entry is
+        dropped unless it holds such an answer."""
+        entry = self._cache.get(key)
+        if entry is None:
+            return None, None
+        now = self.clock()
+        if entry.expires > now:
+            return entry, None
+        stale = self._servable(entry.answer or entry.stale, now)
+        if stale is None:
+            del self._cache[key]
+        return None, stale
+
+    def _servable(self, answer: DnsAnswer | None, now: float) -> DnsAnswer | None:
+        """answer, while serve_stale lets it stand in for a failed refresh."""
+        if answer is None or now >= answer.expires + self.limits.serve_stale:
+            return None
+        return answer
+
+    def _unpack(self, key: AnswerKey, entry: _Entry) -> DnsAnswer:
+        """The entry's answer; for a failure, its stale answer while allowed, else the error."""
+        if entry.error is None:
+            assert entry.answer is not None
+            return entry.answer
+        stale = self._servable(entry.stale, self.clock())
+        if stale is None:
+            # A new exception each time: raising the cached one would grow its traceback by
+            # every asker's frames, keeping their requests (and a replaced config) alive.
+            raise _bare(entry.error)
+        self.observer.dns_stale_answer(key[1])
+        return dataclasses.replace(stale, stale=True)
+
     def _wait(self, flight: _Flight, deadline: float) -> _Entry | None:
         """The flight's outcome, or None when it says nothing about the name."""
         if not flight.done.wait(timeout=max(0.0, deadline - self.clock())):
@@ -227,8 +272,7 @@ class CachingResolver:
             expires = self.clock() + FAILURE_TTL
             # Kept without its traceback: frames would keep the asking request alive.
             entry = _Entry(None, _bare(outcome), expires)
-            self._land(key, flight, entry, store=entry if outcome.cacheable else None)
-            return entry
+            return self._land(key, flight, entry, store=entry if outcome.cacheable else None)
         expires = self.clock() + self._ttl(outcome)
         kept = dataclasses.replace(outcome, expires=expires, from_cache=True)
         cached = _Entry(kept, None, expires)
@@ -237,8 +281,16 @@ class CachingResolver:
 
     def _land(
         self, key: tuple[str, str], flight: _Flight, entry: _Entry, store: _Entry | None
-    ) -> None:
+    ) -> _Entry:
+        """Store, end the flight and wake it; a failure gets the expired answer it replaces
+        (serve_stale), which it keeps as it was: a failure never makes an answer fresh."""
         with self._lock:
+            current = self._cache.get(key) if self.limits.serve_stale else None
+            if entry.error is not None and current is not None:
+                stale = self._servable(current.answer or current.stale, self.clock())
+                if stale is not None:
+                    entry = dataclasses.replace(entry, stale=stale)
+                    store = entry if store is not None else None
             if store is not None and store.expires > self.clock():
                 self._cache[key] = store
             self._in_flight.pop(key, None)
@@ -248,21 +300,13 @@ class CachingResolver:
         for callback in flight.callbacks:
             callback()
         flight.callbacks = []
+        return entry
 
     def _ttl(self, answer: DnsAnswer) -> float:
         limits = self.limits
         if not answer.records:
             return min(answer.ttl, limits.negative_ttl_max)
         return min(max(answer.ttl, limits.min_ttl), limits.max_ttl)
-
-
-def _unpack(entry: _Entry) -> DnsAnswer:
-    if entry.error is not None:
-        # A new exception each time: raising the cached one would grow its traceback by every
-        # asker's frames, keeping their requests (and a replaced configuration) alive.
-        raise _bare(entry.error)
-    assert entry.answer is not None
-    return entry.answer
 
 
 def _bare(error: DnsError) -> DnsError:

@@ -103,6 +103,19 @@ def test_every_key_of_a_full_file_is_read() -> None:
     assert config.log.level == "debug"
 
 
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        pytest.param("", 0.0, id="off-by-default"),
+        pytest.param("[dns]\nserve_stale = 86400\n", 86400.0, id="a-day"),
+        pytest.param("[dns]\nserve_stale = 604800\n", 604800.0, id="the-7-day-maximum"),
+        pytest.param("[dns]\nserve_stale = 0\ncache_size = 0\n", 0.0, id="off-without-cache"),
+    ],
+)
+def test_serve_stale_is_seconds_and_off_by_default(text: str, seconds: float) -> None:
+    assert parse_config(text).dns.serve_stale == seconds
+
+
 def test_pass_is_a_key_despite_being_a_python_keyword() -> None:
     config = parse_config('[actions.mailfrom]\npass = "warn"\n')
     assert config.actions.mailfrom.verdict(SpfResult.PASS) is Verdict.WARN
@@ -208,6 +221,27 @@ def test_config_is_immutable() -> None:
         ),
         pytest.param("[log]\nlevel = 7\n", "log.level: expected one of", id="level"),
         pytest.param("[dns\n", "not valid TOML", id="toml-syntax"),
+        pytest.param(
+            "[dns]\nserve_stale = -1\n",
+            "dns.serve_stale: expected a number from 0 to 604800, got -1",
+            id="stale-negative",
+        ),
+        pytest.param(
+            "[dns]\nserve_stale = 604801\n",
+            "dns.serve_stale: expected a number from 0 to 604800, got 604801",
+            id="stale-over-a-week",
+        ),
+        pytest.param(
+            '[dns]\nserve_stale = "1d"\n', "dns.serve_stale: expected a number", id="stale-unit"
+        ),
+        pytest.param(
+            "[dns]\nserve_stale = true\n", "dns.serve_stale: expected a number", id="stale-bool"
+        ),
+        pytest.param(
+            "[dns]\nserve_stale = 3600\ncache_size = 0\n",
+            "dns.serve_stale: 3600 needs the DNS cache, which dns.cache_size = 0 turns off",
+            id="stale-without-cache",
+        ),
     ],
 )
 def test_bad_values_name_the_file_and_the_key(text: str, message: str) -> None:
@@ -247,7 +281,7 @@ def test_config_keys_lists_every_leaf_with_its_default() -> None:
     assert "server" not in keys
     assert keys["actions.softfail_restriction"] == ""
     assert keys["recipient[].actions.permerror_restriction"] == ""
-    assert len(keys) == 80
+    assert len(keys) == 81
 
 
 def test_readme_documents_every_key() -> None:

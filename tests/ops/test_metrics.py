@@ -34,6 +34,7 @@ REQUIRED = {
     "spfpolicy_dns_cache_hits_total",
     "spfpolicy_dns_cache_misses_total",
     "spfpolicy_dns_cache_entries",
+    "spfpolicy_dns_stale_answers_total",
     "spfpolicy_connections_open",
     "spfpolicy_connections_total",
     "spfpolicy_protocol_errors_total",
@@ -122,6 +123,21 @@ def test_labels_stay_in_closed_sets() -> None:
     assert found["spfpolicy_dns_queries_total", waited] == 1
     prefetched = (("outcome", "timeout"), ("path", "prefetch"), ("rdtype", "TXT"))
     assert found["spfpolicy_dns_queries_total", prefetched] == 1
+
+
+def test_stale_answers_are_counted_by_record_type_from_zero() -> None:
+    observer = PrometheusObserver()
+    before = samples(exposition(observer))
+    assert before["spfpolicy_dns_stale_answers_total", (("rdtype", "TXT"),)] == 0
+    observer.dns_stale_answer("TXT")
+    observer.dns_stale_answer("TXT")
+    observer.dns_stale_answer("A")
+    observer.dns_stale_answer("NAPTR")
+    found = samples(exposition(observer))
+    assert found["spfpolicy_dns_stale_answers_total", (("rdtype", "TXT"),)] == 2
+    assert found["spfpolicy_dns_stale_answers_total", (("rdtype", "A"),)] == 1
+    assert found["spfpolicy_dns_stale_answers_total", (("rdtype", "other"),)] == 1
+    assert found["spfpolicy_dns_stale_answers_total", (("rdtype", "MX"),)] == 0
 
 
 def test_duration_buckets_end_at_the_time_budget() -> None:

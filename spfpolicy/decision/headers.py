@@ -62,6 +62,8 @@ _COMMENTS = {
     SpfResult.PERMERROR: "permanent error checking SPF for {domain}",
 }
 _COMMENT_NO_DOMAIN = "no domain to check SPF for"  # none, when check_host() had no <domain>
+# Added to the comment when the result rests on an expired answer ([dns] serve_stale, RFC 8767).
+STALE_COMMENT = "stale DNS data"
 _UNKNOWN_DOMAIN = "the sender"
 _UNKNOWN_CLIENT = "the client"
 
@@ -91,7 +93,8 @@ def received_spf(outcome: SpfOutcome, *, client_address: str, helo: str, receive
     """Return the Received-SPF header line for one outcome (RFC 7208 §9.1).
 
     client_address and helo are what the client presented; receiver is our host name. Empty
-    values are left out, as are mechanism and problem when the outcome has none. For example::
+    values are left out, as are mechanism and problem when the outcome has none; the comment
+    ends in "; stale DNS data" when the result rests on an expired answer. For example::
 
         Received-SPF: pass (mx.receiver.example: domain of sender.example designates
         192.0.2.1 as permitted sender) client-ip=192.0.2.1; envelope-from="user@sender.example";
@@ -121,7 +124,8 @@ def authentication_results(outcomes: Sequence[SpfOutcome], *, authserv_id: str) 
 
     Each outcome becomes one "spf=<result>" resinfo with smtp.mailfrom (the sender address, or
     its domain when it has no local-part) or smtp.helo (the HELO name) as RFC 8601 §2.7.2 says;
-    a short comment gives the matched mechanism or the problem when there is one. With no
+    a short comment gives the matched mechanism or the problem when there is one, and says
+    "stale DNS data" when the result rests on an expired answer ([dns] serve_stale). With no
     outcomes the result is "none" (RFC 8601 §2.2). For example::
 
         Authentication-Results: mx.receiver.example; spf=pass (mechanism mx matched)
@@ -146,16 +150,23 @@ def _received_spf_comment(outcome: SpfOutcome, client_address: str, receiver: st
             domain=sanitize(outcome.domain) if outcome.domain else _UNKNOWN_DOMAIN,
             client=sanitize(client_address) if client_address else _UNKNOWN_CLIENT,
         )
+    if outcome.stale_dns:
+        text = f"{text}; {STALE_COMMENT}"
     return f"{sanitize(receiver)}: {text}" if receiver else text
 
 
 def _resinfo(outcome: SpfOutcome) -> str:
     """One "spf=<result> [(comment)] smtp.<property>=<pvalue>" of RFC 8601 §2.2."""
     parts = [f"spf={outcome.result.value}"]
+    notes = []
     if outcome.problem:
-        parts.append(_comment(sanitize(outcome.problem)))
+        notes.append(sanitize(outcome.problem))
     elif outcome.mechanism:
-        parts.append(_comment(f"mechanism {sanitize(outcome.mechanism)} matched"))
+        notes.append(f"mechanism {sanitize(outcome.mechanism)} matched")
+    if outcome.stale_dns:
+        notes.append(STALE_COMMENT)
+    if notes:
+        parts.append(_comment("; ".join(notes)))
     if outcome.identity is Identity.MAILFROM:
         local_part, at, _ = outcome.sender.rpartition("@")
         # RFC 8601 §2.7.2: the whole address when it has a local-part, else the domain.

@@ -5,7 +5,8 @@ check_host() is a function of the client address, the sender, the HELO name and 
 is keyed by the first three (and the identity) and lives no longer than the shortest-lived DNS
 answer the evaluation used, so a cached result is the result a new evaluation would give.
 The evaluator decides what may be stored: nothing that met a DNS error or a record whose macros
-read anything else (RFC 7208 §7.2: %{t} is the current time).
+read anything else (RFC 7208 §7.2: %{t} is the current time), nor anything from a stale answer
+([dns] serve_stale): it would outlive the outage, and the fresh answer that ends it.
 """
 
 from __future__ import annotations

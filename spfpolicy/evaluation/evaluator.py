@@ -256,6 +256,8 @@ class SpfEvaluator:
             return Evaluation(outcome, LookupTrace())
         if trace.no_mail_record and outcome.result is SpfResult.FAIL:
             outcome = dataclasses.replace(outcome, publishes_no_mail=True)
+        if trace.stale_answers:
+            outcome = dataclasses.replace(outcome, stale_dns=True)
         self._keep(outcome, trace, identity, client_address, (checked_sender, helo))
         return Evaluation(outcome, trace)
 

@@ -18,11 +18,12 @@ class LookupTrace:
 
     questions: list[tuple[str, str, str]] = field(default_factory=list)  # name, type, outcome
     cache_hits: int = 0
-    reusable: bool = True  # False after a DNS error or a record with a time macro
+    reusable: bool = True  # False after a DNS error, a stale answer or a time macro
     from_result_cache: bool = False
     over_snapshot: bool = False  # evaluated at once over cached DNS (evaluation.snapshot)
     no_mail_record: bool = False  # the first record fetched is exactly "v=spf1 -all"
     macro_records: int = 0  # how many TXT answers contained "%"
+    stale_answers: int = 0  # expired answers served as upstream failed ([dns] serve_stale)
     # When each answer used stops being valid, in order, reused include: results among them.
     expiries: list[float] = field(default_factory=list)
     reused_includes: list[tuple[str, str]] = field(default_factory=list)  # domain, result
@@ -51,7 +52,11 @@ class LookupTrace:
         found = f"{len(answer.records)} records" if answer.records else answer.rcode.lower()
         if answer.from_cache:
             self.cache_hits += 1
-            found += " (cached)"
+            found += " (stale)" if answer.stale else " (cached)"
+        if answer.stale:
+            # What it gives stands only until upstream answers again: never kept for reuse.
+            self.stale_answers += 1
+            self.reusable = False
         self.questions.append((name, rdtype, found.replace("noerror", "no records")))
         self.expiries.append(answer.expires)
         if rdtype == "TXT" and any(

@@ -61,6 +61,8 @@ def decision_fields(
         fields["would_have"] = decision.would_have.value
     if decision.reused:
         fields["reused"] = "yes"
+    if decision.stale_dns:
+        fields["stale_dns"] = "yes"
     if decision.internal_error:
         fields["internal_error"] = "yes"
     fields["action"] = _bounded(_action_summary(decision))

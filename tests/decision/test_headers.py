@@ -7,6 +7,7 @@ failure or a changed value.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 
@@ -50,6 +51,11 @@ def mailfrom(
 ) -> SpfOutcome:
     """An outcome for the MAIL FROM identity."""
     return SpfOutcome(Identity.MAILFROM, result, domain, sender, "", mechanism, problem)
+
+
+def stale(outcome: SpfOutcome) -> SpfOutcome:
+    """The same outcome, resting on a stale DNS answer ([dns] serve_stale)."""
+    return dataclasses.replace(outcome, stale_dns=True)
 
 
 def helo(
@@ -286,6 +292,15 @@ def test_sanitize_bounds_a_megabyte() -> None:
             ' envelope-from="postmaster@mail.sender.example"; helo=mail.sender.example;'
             ' receiver=mx.receiver.example; identity=helo; problem="too many DNS lookups"',
             id="permerror-helo-with-problem",
+        ),
+        pytest.param(
+            stale(mailfrom(SpfResult.PASS, mechanism="ip4:192.0.2.0/24")),
+            IPV4,
+            "Received-SPF: pass (mx.receiver.example: domain of sender.example designates"
+            " 192.0.2.1 as permitted sender; stale DNS data) client-ip=192.0.2.1;"
+            ' envelope-from="user@sender.example"; helo=mail.sender.example;'
+            ' receiver=mx.receiver.example; identity=mailfrom; mechanism="ip4:192.0.2.0/24"',
+            id="pass-over-stale-dns",
         ),
     ],
 )
@@ -570,6 +585,7 @@ _OUTCOMES = st.builds(
     sender=_TEXT,
     mechanism=_TEXT,
     problem=_TEXT,
+    stale_dns=st.booleans(),
 )
 
 
@@ -592,6 +608,7 @@ def test_received_spf_property(
     assert pairs.get("problem", "") == sanitize(outcome.problem)
     assert comment.startswith(f"{sanitize(receiver)}: " if receiver else "")
     assert sanitize(outcome.domain) in comment
+    assert comment.endswith("; stale DNS data") is outcome.stale_dns
 
 
 @given(
@@ -668,6 +685,20 @@ def test_authentication_results_property(
             "Authentication-Results: mx.receiver.example; spf=permerror (bad record)"
             " smtp.mailfrom=user@sender.example",
             id="problem-wins-over-mechanism",
+        ),
+        pytest.param(
+            [stale(mailfrom(SpfResult.PASS, mechanism="mx")), helo(SpfResult.PASS)],
+            "Authentication-Results: mx.receiver.example; spf=pass (mechanism mx matched;"
+            " stale DNS data) smtp.mailfrom=user@sender.example; spf=pass"
+            " smtp.helo=mail.sender.example",
+            id="stale-beside-the-mechanism",
+        ),
+        pytest.param(
+            [stale(mailfrom(SpfResult.NONE)), stale(helo(SpfResult.NEUTRAL))],
+            "Authentication-Results: mx.receiver.example; spf=none (stale DNS data)"
+            " smtp.mailfrom=user@sender.example; spf=neutral (stale DNS data)"
+            " smtp.helo=mail.sender.example",
+            id="stale-alone",
         ),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -167,6 +168,23 @@ def test_a_hold_is_a_disposition_of_its_own(
     log_decision(REQUEST, decision, 0.001)
     (line,) = stream.getvalue().splitlines()
     assert expected in line, line
+
+
+@pytest.mark.parametrize("log_format", list(LogFormat))
+def test_a_decision_over_stale_dns_says_so(stream: io.StringIO, log_format: LogFormat) -> None:
+    configure(stream, log_format)
+    helo_outcome, mailfrom_outcome = REJECT.outcomes
+    stale = dataclasses.replace(mailfrom_outcome, result=SpfResult.PASS, stale_dns=True)
+    accepted = Decision(Disposition.ACCEPT, "DUNNO", (helo_outcome, stale), header="X: y")
+    log_decision(REQUEST, accepted, 0.001)
+    log_decision(REQUEST, dataclasses.replace(accepted, outcomes=REJECT.outcomes), 0.001)
+    marked, unmarked = stream.getvalue().splitlines()
+    if log_format is LogFormat.JSON:
+        assert json.loads(marked)["stale_dns"] == "yes"
+        assert "stale_dns" not in json.loads(unmarked)
+    else:
+        assert " disposition=accept stale_dns=yes action=" in marked
+        assert "stale_dns" not in unmarked
 
 
 def test_skips_name_their_reason(stream: io.StringIO) -> None:

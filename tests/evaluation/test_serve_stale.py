@@ -1,0 +1,139 @@
+"""An evaluation over a stale DNS answer ([dns] serve_stale): marked, and never kept for reuse.
+
+A result that rests on an answer served because upstream failed stands only until upstream
+answers again: neither the result cache nor the include: cache may keep it, or it would outlive
+both serve_stale and the fresh answer that ends the outage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from spfpolicy.evaluation.caches import ExpiringCache, ResultCache
+from spfpolicy.evaluation.evaluator import Evaluation, SpfEvaluator
+from spfpolicy.evaluation.query import IncludeKey, IncludeResult
+from spfpolicy.model import Identity, SpfResult
+from spfpolicy.resolver.answers import DnsFailure
+from spfpolicy.resolver.cache import FAILURE_TTL, CacheLimits, CachingResolver
+from tests.support.fakedns import FakeResolver
+
+FAR = float("inf")
+CLIENT = "198.51.100.7"
+TTL = 300.0
+ZONE = {
+    "sender.example": ["TXT v=spf1 ip4:192.0.2.0/24 include:provider.example -all"],
+    "provider.example": ["TXT v=spf1 ip4:198.51.100.0/24 -all"],
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Setup:
+    """Evaluator with both result caches -> DNS cache with serve_stale -> fake upstream."""
+
+    def __init__(self, serve_stale: float = 3600.0) -> None:
+        self.clock = Clock()
+        self.upstream = FakeResolver(ZONE, ttl=TTL)
+        limits = CacheLimits(serve_stale=serve_stale)
+        self.dns = CachingResolver(self.upstream, limits, clock=self.clock)
+        self.results = ResultCache(100, clock=self.clock)
+        self.includes: ExpiringCache[IncludeKey, IncludeResult] = ExpiringCache(
+            100, clock=self.clock
+        )
+        self.evaluator = SpfEvaluator(
+            self.dns,
+            receiver="mx.receiver.example",
+            result_cache=self.results,
+            include_cache=self.includes,
+            dns_cache=self.dns,
+            clock=self.clock,
+        )
+
+    def evaluate(self) -> Evaluation:
+        return self.evaluator.evaluate(
+            Identity.MAILFROM,
+            client_address=CLIENT,
+            sender="user@sender.example",
+            helo="mail.client.example",
+            deadline=FAR,
+        )
+
+    def outage(self) -> None:
+        """Every answer expired, and upstream times out."""
+        self.clock.now += TTL
+        for name in ZONE:
+            self.upstream.failing[name] = DnsFailure.TIMEOUT
+
+    def recovery(self) -> None:
+        """Upstream answers again, and the failures it left are no longer remembered."""
+        self.upstream.failing.clear()
+        self.clock.now += FAILURE_TTL
+
+
+def test_a_result_over_a_stale_answer_is_the_same_result_marked_stale() -> None:
+    setup = Setup()
+    before = setup.evaluate()
+    assert before.outcome.result is SpfResult.PASS
+    assert not before.outcome.stale_dns
+    setup.outage()
+    during = setup.evaluate()
+    assert during.outcome.stale_dns
+    assert dataclasses.replace(during.outcome, stale_dns=False) == before.outcome
+    assert not during.trace.from_result_cache  # the fresh result expired with its answers
+    assert during.trace.stale_answers == 2
+    assert [found for _, _, found in during.trace.questions] == ["1 records (stale)"] * 2
+
+
+def test_without_serve_stale_the_same_outage_is_temperror() -> None:
+    setup = Setup(serve_stale=0)
+    setup.evaluate()
+    setup.outage()
+    outcome = setup.evaluate().outcome
+    assert (outcome.result, outcome.stale_dns) == (SpfResult.TEMPERROR, False)
+
+
+def test_a_stale_result_is_kept_in_neither_result_cache() -> None:
+    setup = Setup()
+    setup.evaluate()
+    setup.outage()
+    assert setup.evaluate().outcome.stale_dns
+    assert setup.results.get((Identity.MAILFROM, CLIENT, "\0domain", "sender.example")) is None
+    assert len(setup.includes) == 0  # the entry from before the outage expired; none since
+    again = setup.evaluate()  # asked again, not reused
+    assert (again.outcome.stale_dns, again.trace.from_result_cache) == (True, False)
+
+
+def test_after_the_outage_the_next_result_is_fresh_unmarked_and_kept_again() -> None:
+    setup = Setup()
+    setup.evaluate()
+    setup.outage()
+    assert setup.evaluate().outcome.stale_dns
+    setup.recovery()
+    asked = len(setup.upstream.asked)
+    after = setup.evaluate()
+    assert len(setup.upstream.asked) == asked + 2  # both answers fetched afresh
+    assert (after.outcome.result, after.outcome.stale_dns) == (SpfResult.PASS, False)
+    assert not after.trace.reused_includes  # no include: result from the outage was reused
+    assert setup.evaluate().trace.from_result_cache  # a fresh result is kept as before
+
+
+def test_the_io_thread_never_evaluates_over_stale_answers() -> None:
+    # evaluate_now() works over what the cache holds unexpired: an expired answer must be asked
+    # for first, so a stale one is only ever served after upstream failed.
+    setup = Setup()
+    setup.evaluate()
+    setup.outage()
+    now = setup.evaluator.evaluate_now(
+        Identity.MAILFROM,
+        client_address=CLIENT,
+        sender="user@sender.example",
+        helo="mail.client.example",
+    )
+    assert now is None
+    assert setup.upstream.asked.count(("sender.example", "TXT")) == 1

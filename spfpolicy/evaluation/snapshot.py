@@ -14,7 +14,10 @@ record tree as far as it is known, so that a cold evaluation waits about one rou
 level. It names only what the first LOOKUP_LIMIT DNS-querying terms of the known tree need
 (RFC 7208 §4.6.4, in evaluation order: mechanisms left to right, includes depth first, then
 redirect=; a subtree not yet fetched counts as its one term), and of an mx term the first
-MX_LIMIT exchanges; never a name from a macro, which ends the walk.
+MX_LIMIT exchanges; never a name from a macro, which ends the walk. With serve-stale on, an
+expired answer the cache keeps is named as missing and walked through as the tree last known:
+every expired level is asked for in the same round, so an outage costs one wait, not one per
+level, before the stale answers stand in.
 """
 
 from __future__ import annotations
@@ -115,9 +118,15 @@ class _Walk:
             raise _Unavailable(f"more than {MAX_ANSWERS} answers")
         answer = self.cache.cached(*key)
         if answer is None:
-            if self.collect:
+            if not self.collect:
+                raise _Unavailable(f"{key[0]}/{rdtype} is not cached")
+            # An expired answer kept for serve-stale shows the tree as it was: asked for
+            # again, and walked through, so that its levels are refreshed in one round.
+            answer = self.cache.stale(*key)
+            if answer is None:
                 raise _Missing(key)
-            raise _Unavailable(f"{key[0]}/{rdtype} is not cached")
+            if self.terms <= LOOKUP_LIMIT:
+                self.missing.append(key)
         self.answers[key] = answer
         self.resolved[key] = found = [r for r in answer.records if r.rdtype == rdtype]
         if not found:

@@ -79,6 +79,10 @@ class AnswerCache(Protocol):
     def cached(self, name: str, rdtype: str) -> DnsAnswer | None:
         """The cached, unexpired answer to name/rdtype; None when absent or a failure."""
 
+    def stale(self, name: str, rdtype: str) -> DnsAnswer | None:
+        """The expired answer to name/rdtype kept for serve-stale, never one in force: what the
+        record tree looked like, so a prefetch asks for all of it at once; None when off."""
+
     def prefetch(
         self, keys: Iterable[AnswerKey], deadline: float, ready: Callable[[], None]
     ) -> bool:

@@ -1,8 +1,7 @@
 """The shared TTL-aware DNS cache: size-bounded, thread-safe, one upstream query per question.
 
 spfpolicy.resolver.stub asks the network; CachingResolver sits in front of it and is shared by
-every connection. With serve_stale (RFC 8767) an expired answer stays until serve_stale past its
-expiry, to stand in for a refresh that fails.
+every connection; with serve_stale (RFC 8767) it keeps expired answers to stand in for failures.
 """
 
 from __future__ import annotations
@@ -90,10 +89,9 @@ class CachingResolver:
     a thread waits for it (query) or it was asked ahead (prefetch, through multiplexer).
 
     Serve-stale (RFC 8767): an expired answer is asked again like any other; only when that
-    fails (timeout, SERVFAIL or REFUSED, an unusable reply; never NXDOMAIN or NODATA, which are
-    answers) is it served, marked stale, until serve_stale past its own expiry. The failure is
-    kept for FAILURE_TTL with the answer beside it, so meanwhile it is served without a wait;
-    it is never stored as fresh, and a fresh answer replaces it as soon as upstream gives one.
+    fails (timeout, SERVFAIL, REFUSED, an unusable reply; never NXDOMAIN or NODATA) is it served,
+    marked stale, until serve_stale past its own expiry. The failure keeps it for FAILURE_TTL,
+    served meanwhile without a wait; it is never made fresh, and a fresh answer replaces it.
     """
 
     def __init__(
@@ -159,6 +157,14 @@ class CachingResolver:
             return None
         return entry.answer
 
+    def stale(self, name: str, rdtype: str) -> DnsAnswer | None:
+        """The expired answer kept for serve_stale (see AnswerCache.stale), else None."""
+        with self._lock:
+            entry = self._cache.get((name.lower().rstrip("."), rdtype))
+        if entry is None or (entry.error is None and entry.expires > self.clock()):
+            return None
+        return self._servable(entry.answer or entry.stale, self.clock())
+
     def prefetch(
         self, keys: Iterable[AnswerKey], deadline: float, ready: Callable[[], None]
     ) -> bool:
@@ -197,9 +203,8 @@ class CachingResolver:
         return True
 
     def _lookup(self, key: AnswerKey) -> tuple[_Entry | None, DnsAnswer | None]:
-        """With the lock held: the entry in force (an answer or a recent failure), or None and
-        the expired answer that may stand in if asking again fails. An expired entry is
-        dropped unless it holds such an answer."""
+        """With the lock held: the entry in force, or None and the expired answer that may
+        stand in if asking again fails; an expired entry without one is dropped."""
         entry = self._cache.get(key)
         if entry is None:
             return None, None
@@ -282,8 +287,7 @@ class CachingResolver:
     def _land(
         self, key: tuple[str, str], flight: _Flight, entry: _Entry, store: _Entry | None
     ) -> _Entry:
-        """Store, end the flight and wake it; a failure gets the expired answer it replaces
-        (serve_stale), which it keeps as it was: a failure never makes an answer fresh."""
+        """Store, end the flight, wake it; a failure keeps the expired answer it replaces."""
         with self._lock:
             current = self._cache.get(key) if self.limits.serve_stale else None
             if entry.error is not None and current is not None:

@@ -301,3 +301,23 @@ def test_a_request_out_of_budget_gets_the_stale_answer_and_teaches_the_cache_not
     assert sum(1 for asked, _ in upstream.asked if asked == "sender.example") == 3
     upstream.spent = False
     assert not setup.ask().stale  # nothing was remembered: the next request asks again
+
+
+def test_stale_shows_the_kept_answer_only_while_it_may_be_served() -> None:
+    setup = Setup()
+    setup.ask()
+    assert setup.cache.stale("sender.example", "TXT") is None  # in force: cached() has it
+    setup.clock.now = EXPIRY
+    kept = setup.cache.stale("Sender.Example.", "TXT")
+    assert kept is not None
+    assert texts(kept) == RECORD
+    setup.down()
+    setup.ask()  # the failure now holds it
+    assert setup.cache.stale("sender.example", "TXT") == kept
+    setup.clock.now = EXPIRY + SERVE_STALE
+    assert setup.cache.stale("sender.example", "TXT") is None
+    assert setup.cache.stale("other.example", "A") is None  # never asked
+    off = Setup(serve_stale=0)
+    off.ask()
+    off.clock.now = EXPIRY
+    assert off.cache.stale("sender.example", "TXT") is None

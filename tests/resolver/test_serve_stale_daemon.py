@@ -31,13 +31,14 @@ TTL = 1  # seconds every answer of the DNS server lives
 QUERY_TIMEOUT = 1.0
 BUDGET = 10.0
 WAIT = 15.0  # for the background log writer on a loaded machine
-# The client is in the provider's range: the include: is evaluated, so both records are used.
+# Three levels, the client in the last one's range: every record is used.
 CLIENT = "198.51.100.7"
 SENDER = "user@sender.example"
-NAMES = ("sender.example", "provider.example")
+NAMES = ("sender.example", "provider.example", "net.provider.example")
 ZONE = {
     "sender.example": [{"TXT": "v=spf1 ip4:192.0.2.0/24 include:provider.example -all"}],
-    "provider.example": [{"TXT": "v=spf1 ip4:198.51.100.0/24 -all"}],
+    "provider.example": [{"TXT": "v=spf1 include:net.provider.example -all"}],
+    "net.provider.example": [{"TXT": "v=spf1 ip4:198.51.100.0/24 -all"}],
 }
 PASS = "PREPEND Received-SPF: pass ("  # then this host's name: the receiver
 STALE_COMMENT = f"designates {CLIENT} as permitted sender; stale DNS data)"
@@ -159,8 +160,8 @@ def test_answer_then_upstream_down_then_up(daemon: Daemon, dns: FaultyDnsServer)
     assert FRESH_COMMENT in action, action
     assert "stale_dns" not in line
     assert daemon.stale_answers() == 0
-    # 2. Upstream stops answering: both records are asked for again, time out, and their
-    #    expired answers stand in. The verdict is still pass, and says so three ways.
+    # 2. Upstream stops answering: every record is asked for again, times out, and its
+    #    expired answer stands in. The verdict is still pass, and says so three ways.
     fail(dns, Fault.SILENT)
     expire()
     asked = {name: dns.asked(name, "TXT") for name in NAMES}
@@ -169,15 +170,17 @@ def test_answer_then_upstream_down_then_up(daemon: Daemon, dns: FaultyDnsServer)
     assert STALE_COMMENT in action, action
     assert " mailfrom_result=pass(include:provider.example) " in line, line
     assert " stale_dns=yes " in line, line
-    assert daemon.stale_answers() == 2
+    assert daemon.stale_answers() == 3
     assert all(dns.asked(name, "TXT") > asked[name] for name in NAMES)  # asked first
-    assert seconds < BUDGET
+    # All three levels were asked in one round: one query timeout, as a temperror takes
+    # without serve-stale (test_without_serve_stale_the_same_outage_defers), not three.
+    assert QUERY_TIMEOUT <= seconds < 2 * QUERY_TIMEOUT, seconds
     # While the failures are remembered the stale answers are served without a wait.
     action, line, seconds = daemon.ask()
     assert STALE_COMMENT in action
     assert " stale_dns=yes " in line
     assert seconds < QUERY_TIMEOUT
-    assert daemon.stale_answers() == 4
+    assert daemon.stale_answers() == 6
     # 3. Upstream is back: once the remembered failures are over, fresh answers, no marking.
     dns.reset()
     time.sleep(FAILURE_TTL + 0.2)
@@ -185,8 +188,7 @@ def test_answer_then_upstream_down_then_up(daemon: Daemon, dns: FaultyDnsServer)
     assert action.startswith(PASS), action
     assert FRESH_COMMENT in action, action
     assert "stale_dns" not in line
-    assert daemon.stale_answers() == 4
-    assert dns.asked("sender.example", "TXT") >= 1
+    assert daemon.stale_answers() == 6
 
 
 def test_servfail_is_bridged_too_and_nxdomain_is_an_answer(
@@ -200,7 +202,7 @@ def test_servfail_is_bridged_too_and_nxdomain_is_an_answer(
     assert " stale_dns=yes " in line
     # The domain is gone for real (NXDOMAIN): that is an answer, and it replaces the stale one.
     dns.reset()
-    dns.responder.zone = Zone.from_zonedata({"provider.example": ZONE["provider.example"]})
+    dns.responder.zone = Zone.from_zonedata({name: ZONE[name] for name in NAMES[1:]})
     time.sleep(FAILURE_TTL + 0.2)
     action, line, _ = daemon.ask()
     assert action.startswith("PREPEND Received-SPF: none "), action
@@ -213,7 +215,8 @@ def test_without_serve_stale_the_same_outage_defers(tmp_path: Path, dns: FaultyD
         assert daemon.ask()[0].startswith(PASS)
         fail(dns, Fault.SILENT)
         expire()
-        action, line, _ = daemon.ask()
+        action, line, seconds = daemon.ask()
         assert action.startswith("DEFER_IF_PERMIT 4.7.24 "), action
         assert "stale_dns" not in line
         assert daemon.stale_answers() == 0
+        assert QUERY_TIMEOUT <= seconds < 2 * QUERY_TIMEOUT, seconds

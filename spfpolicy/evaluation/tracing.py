@@ -35,6 +35,7 @@ class DnsNote:
     ttl: int | None  # seconds the answer stays valid; None for a failure
     cached: bool
     records: tuple[str, ...] = ()
+    stale: bool = False  # expired, served as upstream failed ([dns] serve_stale)
 
 
 @dataclass
@@ -281,7 +282,8 @@ class _NotingResolver:
         # Sorted: servers rotate the order of a reply's records, and a tree must read the same.
         records = tuple(sorted(_record_text(r.rdtype, r.value) for r in answer.records))
         ttl = max(0, round(remaining))
-        self.tracer.note(DnsNote(name, rdtype, found, ttl, answer.from_cache, records))
+        note = DnsNote(name, rdtype, found, ttl, answer.from_cache, records, answer.stale)
+        self.tracer.note(note)
         return answer
 
 

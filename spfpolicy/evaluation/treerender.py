@@ -94,7 +94,7 @@ class _Renderer:
 
 
 def _dns(note: DnsNote) -> str:
-    where = "cached" if note.cached else "asked"
+    where = "stale, upstream failing" if note.stale else "cached" if note.cached else "asked"
     ttl = "" if note.ttl is None else f", ttl {note.ttl}s"
     # A record's own TXT answer is shown as the record line below it.
     shown = "" if note.rdtype == "TXT" else "; ".join(note.records[:4])

@@ -22,7 +22,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
 ROOT = PACKAGE  # the package root: it holds only __version__, and anyone but model may import it
 TOP_LEVEL_LAYERS = frozenset({"cli", "daemon", "model", "__main__"})
 FOLDER_LAYERS = frozenset(
-    {"config", "wire", "resolver", "evaluation", "decision", "service", "ops", "migrate"}
+    {"config", "wire", "resolver", "evaluation", "decision", "service", "ops", "migrate", "lint"}
 )
 EVERYTHING = TOP_LEVEL_LAYERS | FOLDER_LAYERS
 
@@ -37,6 +37,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "wire": frozenset({"model"}),
     "ops": frozenset({"config", "model"}),
     "migrate": frozenset({"config", "model"}),
+    "lint": frozenset({"evaluation", "resolver", "config", "model"}),
     "config": frozenset({"model"}),
     "resolver": frozenset({"model"}),
     "model": frozenset(),
@@ -44,11 +45,16 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
 }
 
 # Where a layer may see only part of another: (importer, imported) -> the one module it may use.
-NARROW_IMPORTS = {("service", "resolver"): f"{PACKAGE}.resolver.answers"}
+NARROW_IMPORTS = {
+    ("service", "resolver"): f"{PACKAGE}.resolver.answers",
+    ("lint", "resolver"): f"{PACKAGE}.resolver.answers",
+}
 
 # Imported by nobody but cli, and there only inside a function body (DESIGN.md §4).
 LAZY_ONLY = "migrate"
 LAZY_IMPORTER = "cli"
+# Commands other than the daemon's: imported by nobody but cli (DESIGN.md §6: lint).
+CLI_ONLY = frozenset({"lint"})
 
 # Third-party top-level modules with a single home: module -> the only layer that imports it.
 THIRD_PARTY_HOMES = {"spf": "evaluation", "dns": "resolver", "prometheus_client": "ops"}
@@ -177,6 +183,8 @@ def _broken_layer_rule(own: str | None, imported: Import) -> str | None:
         return None  # a module in no layer is reported once, by test_module_belongs_to_a_layer
     if target == LAZY_ONLY:
         return _lazy_only_rule(own, imported)
+    if target in CLI_ONLY and own != LAZY_IMPORTER:
+        return f"{target} is imported by nobody but {LAZY_IMPORTER}"
     if target == ROOT:
         return (
             "model imports nothing of ours, not even the package root" if own == "model" else None
@@ -311,6 +319,13 @@ LAYER_CASES = [
     ("spfpolicy.ops.metrics", "spfpolicy.migrate.translate", False, "imported by nobody but cli"),
     ("spfpolicy.daemon", "spfpolicy.migrate.translate", True, "imported by nobody but cli"),
     ("spfpolicy.cli", "spfpolicy.migrate.translate", False, "only lazily"),
+    ("spfpolicy.daemon", "spfpolicy.lint.command", True, "imported by nobody but cli"),
+    ("spfpolicy.service.memo", "spfpolicy.lint.record", False, "imported by nobody but cli"),
+    ("spfpolicy.lint.fetch", "spfpolicy.resolver.cache", False, "only spfpolicy.resolver.answers"),
+    ("spfpolicy.lint.tree", "spfpolicy.decision.actions", False, "lint may import only"),
+    ("spfpolicy.lint.linter", "spfpolicy.evaluation.recordcheck", False, None),
+    ("spfpolicy.lint.command", "spfpolicy.config.settings", False, None),
+    ("spfpolicy.cli", "spfpolicy.lint.command", False, None),
     ("spfpolicy.model", "spfpolicy", False, "not even the package root"),
     ("spfpolicy.model", "spfpolicy.config.settings", False, "model imports nothing of ours"),
     ("spfpolicy.resolver.cache", "spfpolicy.evaluation.caches", False, "resolver may import only"),

@@ -20,6 +20,7 @@ from spfpolicy.evaluation.caches import ExpiringCache, IncludeKey, IncludeResult
 from spfpolicy.evaluation.checkreport import check_document, check_lines, trace_all
 from spfpolicy.evaluation.evaluator import SpfEvaluator
 from spfpolicy.evaluation.mapcache import AddressMaps
+from spfpolicy.lint import command as lint_command
 from spfpolicy.model import ListenAddress, NullObserver, PolicyRequest, SpfPolicyError
 from spfpolicy.ops import notify
 from spfpolicy.ops.logs import configure_logging
@@ -74,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(run=_check)
+
+    lint_command.add_command(commands, build_resolver)
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")

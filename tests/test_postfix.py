@@ -99,10 +99,16 @@ class Stack:
         print(f"{label}: {kwargs} -> RCPT {rcpts} DATA {transaction.data}")
         return transaction
 
-    def decisions(self, sender: str, daemon: str = "default") -> list[str]:
-        """A daemon's decision lines for one sender."""
-        lines = (self.workdir / f"{daemon}.log").read_text().splitlines()
-        return [line for line in lines if "decision " in line and f" sender={sender} " in line]
+    def decisions(self, sender: str, daemon: str = "default", expect: int = 1) -> list[str]:
+        """A daemon's decision lines for one sender, once there are `expect` of them (or WAIT
+        has passed): the daemon writes a line after its reply, from its log thread."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            lines = (self.workdir / f"{daemon}.log").read_text().splitlines()
+            found = [line for line in lines if "decision " in line and f" sender={sender} " in line]
+            if len(found) >= expect or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +318,7 @@ def test_five_recipients_one_header_one_evaluation(stack: Stack) -> None:
     assert [r.code for r in sent.rcpts] == [250] * 5
     messages = stack.postfix.delivered(sent.queue_id, recipients=5)
     assert all(len(m.get_all("Received-SPF", [])) == 1 for m in messages)
-    lines = stack.decisions("five@sender.example")
+    lines = stack.decisions("five@sender.example", expect=5)
     assert len(lines) == 5
     assert sum("reused=yes" in line for line in lines) == 4
     instances = {re.search(r"instance=(\S+)", line).group(1) for line in lines}  # type: ignore[union-attr]
@@ -373,7 +379,7 @@ def test_a_held_message_lands_in_the_hold_queue(stack: Stack) -> None:
     reason = "SPF mailfrom check failed: host 203.0.113.9 is not allowed to send mail for"
     held_lines = [line for line in stack.postfix.log().splitlines() if " hold: RCPT from " in line]
     assert any(reason in line and "<held1@receiver.example>" in line for line in held_lines)
-    lines = stack.decisions("held@sender.example", "quarantine")
+    lines = stack.decisions("held@sender.example", "quarantine", expect=2)
     assert len(lines) == 2
     assert all(" disposition=hold " in line for line in lines)
     assert sum("reused=yes" in line for line in lines) == 1

@@ -240,8 +240,8 @@ class Observer(Protocol):
         """The include: result cache was asked; hit is True when a kept result was reused."""
 
     def address_map_lookup(self, outcome: str) -> None:
-        """A domain's address map was asked: answered, pyspf (this client needs pyspf), or
-        unmapped (no map can answer the domain's tree)."""
+        """A domain's address map was asked: answered, pyspf (this client needs pyspf),
+        new (the domain's first client: no map yet) or unmapped (no map answers its tree)."""
 
 
 class NullObserver:

@@ -1,7 +1,9 @@
 """The address maps kept (evaluation.addressmap), by domain and client address family.
 
 A map lives as long as every DNS answer it was read from; a tree that no map can answer exactly
-is remembered as long, so that it is not read again for every client.
+is remembered as long, so that it is not read again for every client. Reading a tree costs
+about what one pyspf evaluation does, so a domain's first client is left to pyspf and the map
+is read for its second: a flood of domains seen once each pays for no map.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ MapKey = tuple[str, bool]  # the domain as check_host() starts from it, and whet
 
 
 class Unmappable:
-    """Kept for a tree that no address map answers exactly."""
+    """Kept for a tree that no address map answers exactly; `outcome` is how it is counted."""
+
+    def __init__(self, outcome: str) -> None:
+        self.outcome = outcome
 
 
-UNMAPPABLE = Unmappable()
+UNMAPPABLE = Unmappable("unmapped")
+FIRST_CLIENT = Unmappable("new")  # the domain's first client: no map read yet
 
 
 class AddressMaps:
@@ -36,6 +42,7 @@ class AddressMaps:
         observer: Observer | None = None,
     ) -> None:
         self._maps: ExpiringCache[MapKey, AddressMap | Unmappable] = ExpiringCache(size)
+        self._seen: ExpiringCache[MapKey, bool] = ExpiringCache(size)  # one client so far
         self.void_lookup_limit = void_lookup_limit
         self.ipv6_void_fairness = ipv6_void_fairness
         self.observer: Observer = observer or NullObserver()
@@ -51,7 +58,12 @@ class AddressMaps:
     def build(
         self, domain: str, ipv6: bool, answers: Mapping[AnswerKey, DnsAnswer]
     ) -> AddressMap | Unmappable:
-        """Read domain's tree out of a snapshot of its answers, and keep what it gave."""
+        """Read domain's tree out of a snapshot of its answers, and keep what it gave; for the
+        domain's first client, only note that it came (FIRST_CLIENT)."""
+        if not self._seen.get((domain, ipv6)):
+            expires = min((answer.expires for answer in answers.values()), default=0.0)
+            self._seen.put((domain, ipv6), True, expires)
+            return FIRST_CLIENT
         found = compile_map(answers, domain, ipv6=ipv6, void_fairness=self.ipv6_void_fairness)
         if found is None:
             expires = min((answer.expires for answer in answers.values()), default=0.0)
@@ -68,7 +80,7 @@ class AddressMaps:
     ) -> MapAnswer | None:
         """What the map answers for client (None: pyspf must), counted by outcome."""
         if isinstance(found, Unmappable):
-            self.observer.address_map_lookup("unmapped")
+            self.observer.address_map_lookup(found.outcome)
             return None
         answer = found.check(client, self.void_lookup_limit, fetched)
         self.observer.address_map_lookup("answered" if answer is not None else "pyspf")

@@ -118,8 +118,8 @@ class PrometheusObserver:
         )
         self.address_maps = Counter(
             "spfpolicy_address_map_lookups",
-            "Address map lookups, by outcome (answered; pyspf: this client needs pyspf; "
-            "unmapped: no map can answer the domain's record tree).",
+            "Address map lookups, by outcome (answered; pyspf: this client needs pyspf; new: the "
+            "domain's first client; unmapped: no map can answer the domain's record tree).",
             ["outcome"],
             registry=registry,
         )

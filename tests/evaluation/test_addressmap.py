@@ -7,6 +7,7 @@ of cached answers, one running pyspf over DNS. Every outcome (result, mechanism,
 explanation, domain, sender) must be equal across the three, and the questions the map's trace
 lists must be those pyspf asked over the snapshot. Each test also checks that maps answered a
 fair share of the evaluations: a compiler that gave up on every tree would agree vacuously.
+A domain's first client never reads a map (evaluation.mapcache): each is evaluated again.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def test_rfc7208_suite(scenario: str) -> None:
 
 
 def check_suite_case(paths: Paths, case: SuiteCase) -> None:
-    for identity in (Identity.HELO, Identity.MAILFROM):
+    # Twice: a domain's first client is pyspf's, the map is read for the second.
+    for identity in (Identity.HELO, Identity.MAILFROM, Identity.HELO, Identity.MAILFROM):
         if identity is Identity.HELO and not is_checkable_helo(case.helo):
             continue
         paths.agree(identity, suite_client(case.host), case.mailfrom, case.helo)
@@ -123,7 +125,8 @@ def test_benchmark_world() -> None:
         for identity in identities:
             paths.agree(identity, message.client_address, message.sender, message.helo_name)
     outcomes = paths.counter.outcomes
-    assert outcomes["answered"] > 2 * (outcomes["pyspf"] + outcomes["unmapped"]), outcomes
+    others = outcomes["pyspf"] + outcomes["unmapped"] + outcomes["new"]
+    assert outcomes["answered"] > 2 * others, outcomes
 
 
 # Generated trees: a root record over included and redirected records, hosts with and without
@@ -219,7 +222,7 @@ def check_generated(
 ) -> None:
     paths = Paths(zone, void_limit=void_limit, fairness=fairness)
     paths.in_hypothesis = True
-    for client in clients:
+    for client in ["203.0.113.9", *clients]:  # the first reads no map
         paths.agree(Identity.MAILFROM, client, "user@root.example", "h.test")
 
 

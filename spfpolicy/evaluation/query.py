@@ -4,7 +4,9 @@ pyspf looks DNS up through a module global, spf.DNSLookup; install_dns_hook() se
 function that finds the current evaluation's resolver and deadline in a context variable, so
 concurrent requests in different threads never share or change pyspf state. Every internal of
 pyspf's used here (query.check1, query.dns, lookups, void_lookups, prob, ...) is guarded by
-tests/evaluation/test_pyspf_internals.py, and pyproject.toml bounds pyspf below 2.1.
+tests/evaluation/test_pyspf_internals.py, and pyproject.toml bounds pyspf below 2.1. Two
+modules build on PyspfQuery without importing pyspf: termparser (its term parser) and tracing
+(a subclass that watches an evaluation for `check --trace`).
 """
 
 from __future__ import annotations

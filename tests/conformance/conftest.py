@@ -53,10 +53,15 @@ listen = ""
 """
 
 
-def daemon_config(socket_path: Path, dns_port: int) -> str:
-    """The TOML configuration of the daemon under test."""
+def daemon_config(socket_path: Path, dns_port: int, *, caches: bool = True) -> str:
+    """The TOML configuration of the daemon under test; caches False turns off the DNS cache
+    and the result caches (and with them address maps and evaluations over cached DNS)."""
     # A JSON string is a valid TOML basic string for any path we make.
-    return CONFIG_TEMPLATE.format(listen=json.dumps(f"unix:{socket_path}"), dns_port=dns_port)
+    text = CONFIG_TEMPLATE.format(listen=json.dumps(f"unix:{socket_path}"), dns_port=dns_port)
+    if not caches:
+        text = text.replace("[dns]\n", "[dns]\ncache_size = 0\n")
+        text = text.replace("[spf]\n", "[spf]\nresult_cache = false\n")
+    return text
 
 
 def encode_request(attributes: Mapping[str, str]) -> bytes:
@@ -126,8 +131,9 @@ class ScenarioRunner:
         self._client: PolicyClient | None = None
         self._stack = ExitStack()
 
-    def client(self, key: str, zonedata: Mapping[str, Any]) -> PolicyClient:
+    def client(self, key: str, zonedata: Mapping[str, Any], *, caches: bool = True) -> PolicyClient:
         """The connection to the daemon for scenario `key`, starting it if need be."""
+        key = f"{key} (caches {'on' if caches else 'off'})"
         if self._key == key and self._client is not None:
             return self._client
         self.close()
@@ -138,7 +144,9 @@ class ScenarioRunner:
             if len(bytes(socket_path)) > MAX_UNIX_PATH:
                 raise RuntimeError(f"{socket_path} is too long for a unix socket: use --basetemp")
             config_path = workdir / "spfpolicy.toml"
-            config_path.write_text(daemon_config(socket_path, dns_port), encoding="utf-8")
+            config_path.write_text(
+                daemon_config(socket_path, dns_port, caches=caches), encoding="utf-8"
+            )
             daemon = stack.enter_context(running_policy_daemon(config_path, workdir / "daemon.log"))
             client = PolicyClient(daemon, socket_path)
             stack.callback(client.close)

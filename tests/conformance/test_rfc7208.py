@@ -161,9 +161,10 @@ def check(case: SuiteCase, observed: Observed, reply: bytes) -> None:
 
 @pytest.mark.conformance
 @pytest.mark.parametrize("case", CASES, ids=[case.test_id for case in CASES])
-def test_rfc7208(case: SuiteCase, scenario_runner: ScenarioRunner) -> None:
+@pytest.mark.parametrize("caches", [True, False], ids=["caches", "no-caches"])
+def test_rfc7208(case: SuiteCase, caches: bool, scenario_runner: ScenarioRunner) -> None:
     scenario = SCENARIOS[case.scenario]
-    client = scenario_runner.client(scenario.description, scenario.zonedata)
+    client = scenario_runner.client(scenario.description, scenario.zonedata, caches=caches)
     request = policy_request(case)
     reply = client.ask(request)
     try:

@@ -5,6 +5,8 @@ Pure functions on text, shared by the evaluator and the allow-lists.
 
 from __future__ import annotations
 
+from spfpolicy.model import Identity
+
 
 def domain_text(sender: str, helo: str) -> str:
     """The <domain> check_host() starts from, spelled as pyspf spells it (split_email)."""
@@ -40,3 +42,10 @@ def a_label_mailbox(sender: str) -> str:
     """The sender with its domain as A-labels; a UTF-8 local-part stays as sent (RFC 8616 §4)."""
     local_part, at, domain = sender.partition("@")  # the first "@", as pyspf's split_email
     return f"{local_part}@{a_label(domain)}" if at else a_label(sender)
+
+
+def checked_names(identity: Identity, sender: str, helo: str) -> tuple[str, str]:
+    """The sender and HELO name check_host() sees: A-labels, no sender for the HELO identity."""
+    if identity is Identity.HELO:
+        return "", a_label(helo)
+    return (a_label_mailbox(sender) if sender else ""), a_label(helo)

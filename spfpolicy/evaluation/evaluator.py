@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from spfpolicy.evaluation.addressmap import MapAnswer
 from spfpolicy.evaluation.caches import ExpiringCache, IncludeKey, IncludeResult, ResultCache
-from spfpolicy.evaluation.domains import a_label, a_label_mailbox, domain_text
+from spfpolicy.evaluation.domains import checked_names, domain_text
 from spfpolicy.evaluation.mapcache import AddressMaps
 from spfpolicy.evaluation.query import (
     DEFAULT_VOID_LOOKUP_LIMIT,
@@ -110,7 +110,7 @@ class SpfEvaluator:
         every answer the domain's record tree may need is cached; None when DNS must be asked
         (then prefetch() or compute()). result_cache False skips the result cache (asked
         already for this request); fetched are the questions prefetched for it (not hits)."""
-        checked_sender, helo = _checked(identity, sender, helo)
+        checked_sender, helo = checked_names(identity, sender, helo)
         if self.result_cache is not None and result_cache:
             cached = self._cached(identity, client_address, checked_sender, helo)
             self.observer.result_cache_lookup(hit=cached is not None)
@@ -145,7 +145,8 @@ class SpfEvaluator:
             answer = self.address_maps.check(found, client_address, fetched)
             if answer is not None:
                 return self._from_map(answer, identity, client_address, (checked_sender, helo))
-        answers = answers or self._snapshot(domain, ipv6)
+        if answers is None:
+            answers = self._snapshot(domain, ipv6)
         if answers is None:
             return None
         resolver = SnapshotResolver(answers, self.observer, fetched)
@@ -200,7 +201,7 @@ class SpfEvaluator:
         """
         if self.dns_cache is None:
             return False
-        checked_sender, helo = _checked(identity, sender, helo)
+        checked_sender, helo = checked_names(identity, sender, helo)
         keys = missing(
             self.dns_cache,
             domain_text(checked_sender, helo),
@@ -217,7 +218,7 @@ class SpfEvaluator:
     ) -> Evaluation:
         """check_host() over the resolver, without asking the result cache first; stores the
         outcome there when a new evaluation is certain to give the same until it expires."""
-        checked_sender, helo = _checked(identity, sender, helo)
+        checked_sender, helo = checked_names(identity, sender, helo)
         context = LookupContext(self.resolver, deadline, LookupTrace())
         return self._run(identity, client_address, (sender, checked_sender), helo, context)
 
@@ -303,10 +304,3 @@ class SpfEvaluator:
             and outcome.result is not SpfResult.TEMPERROR
             and trace.expires > self.clock()
         )
-
-
-def _checked(identity: Identity, sender: str, helo: str) -> tuple[str, str]:
-    """The sender and HELO name check_host() sees: A-labels, no sender for the HELO identity."""
-    if identity is Identity.HELO:
-        return "", a_label(helo)
-    return (a_label_mailbox(sender) if sender else ""), a_label(helo)

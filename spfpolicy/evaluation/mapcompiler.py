@@ -13,18 +13,16 @@ those clients to pyspf.
 from __future__ import annotations
 
 import ipaddress
-import re
 import typing
 from collections.abc import Mapping
 
 from spfpolicy.evaluation.addressmap import AddressMap, Question, Record, Term
-from spfpolicy.evaluation.query import lower_modifier_names
+from spfpolicy.evaluation.query import SPF_RECORD, lower_modifier_names
 from spfpolicy.evaluation.snapshot import MX_LIMIT
 from spfpolicy.evaluation.termparser import TermError, TermParser
-from spfpolicy.evaluation.trace import LookupTrace
+from spfpolicy.evaluation.trace import LookupTrace, answer_summary
 from spfpolicy.resolver.answers import AnswerKey, DnsAnswer
 
-_SPF_VERSION = re.compile(rb"v=spf1(?: |$)", re.IGNORECASE)  # pyspf's RE_SPF (RFC 7208 §4.5)
 _ALL4 = ((0, 2**32 - 1),)
 _ALL6 = ((0, 2**128 - 1),)
 
@@ -64,7 +62,7 @@ class _Compiler:
         opening = self.question(name, "TXT")
         answer = self.answers[opening.key]
         texts = _texts(answer)
-        found = sum(1 for text in texts if _SPF_VERSION.match(text))
+        found = sum(1 for text in texts if SPF_RECORD.match(text))
         if found > 1:
             raise _Unmappable("two records: permerror")
         top = name if found else ""
@@ -99,22 +97,20 @@ class _Compiler:
 
     def question(self, name: str, rdtype: str) -> Question:
         answer = self.answer(name, rdtype)
-        count = len(answer.records)
-        found = f"{count} records" if count else answer.rcode.lower()
-        found = found.replace("noerror", "no records")
+        found = answer_summary(answer)
         cached = f"{found} (cached)" if answer.from_cache else found
         return Question(
             (name, rdtype),
             (name, rdtype, cached),
             (name, rdtype, found),
             answer.from_cache,
-            count > 0,
+            bool(answer.records),
             answer.expires,
         )
 
     def record(self, name: str) -> Record | None:
         """name's record, None when reaching it is a permerror (none, two, not ASCII, syntax)."""
-        spf = [text for text in _texts(self.answer(name, "TXT")) if _SPF_VERSION.match(text)]
+        spf = [text for text in _texts(self.answer(name, "TXT")) if SPF_RECORD.match(text)]
         if len(spf) != 1:
             return None
         if b"%" in spf[0]:

@@ -70,6 +70,7 @@ _RESULTS = {
 MODIFIER = spf.RE_MODIFIER
 PyspfPermError = spf.PermError
 domainmatch = spf.domainmatch  # whether a validated PTR name ends in a ptr term's domain
+SPF_RECORD = spf.RE_SPF  # how pyspf tells an SPF record among a name's TXT strings (§4.5)
 
 # pyspf's message prefixes for errors; the problem= text reads better without them.
 _ERROR_PREFIXES = ("SPF Permanent Error: ", "SPF Temporary Error: ")

@@ -26,6 +26,7 @@ import dataclasses
 import re
 import typing
 
+from spfpolicy.evaluation.query import SPF_RECORD
 from spfpolicy.model import NullObserver, Observer, SpfPolicyError
 from spfpolicy.resolver.answers import AnswerCache, AnswerKey, DnsAnswer, DnsRecord
 
@@ -35,7 +36,6 @@ MAX_ANSWERS = 200
 MAX_DEPTH = 12  # include:/redirect= levels; pyspf's own recursion limit is lower
 # A term's name: a mechanism (RFC 7208 §5) before ":" or "/", or a modifier before "=" (§6).
 _TERM = re.compile(r"[+\-~?]?([A-Za-z][A-Za-z0-9_.\-]*)([:=/]?)(.*)", re.DOTALL)
-_SPF_VERSION = re.compile(rb"v=spf1(?: |$)", re.IGNORECASE)  # RFC 7208 §4.5
 LOOKUP_LIMIT = 10  # DNS-querying terms (RFC 7208 §4.6.4)
 MX_LIMIT = 10  # exchanges of one mx term whose addresses are looked up (§4.6.4)
 _DNS_TERMS = frozenset({"include", "a", "mx", "ptr", "exists", "redirect"})
@@ -143,7 +143,7 @@ class _Walk:
         if depth > MAX_DEPTH:
             raise _Unavailable("too deep")
         self.walked.add(name)
-        records = [text for text in self.texts(name) if _SPF_VERSION.match(text)]
+        records = [text for text in self.texts(name) if SPF_RECORD.match(text)]
         if len(records) != 1:
             return  # none, or several (a permerror): nothing more is asked
         terms = records[0].decode("utf-8", "replace").split(" ")[1:]

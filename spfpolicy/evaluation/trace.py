@@ -49,7 +49,7 @@ class LookupTrace:
             ]
             spf_records = [t.lower().split() for t in texts if t.lower().startswith(b"v=spf1")]
             self.no_mail_record = spf_records == [[b"v=spf1", b"-all"]]
-        found = f"{len(answer.records)} records" if answer.records else answer.rcode.lower()
+        found = answer_summary(answer)
         if answer.from_cache:
             self.cache_hits += 1
             found += " (stale)" if answer.stale else " (cached)"
@@ -57,7 +57,7 @@ class LookupTrace:
             # What it gives stands only until upstream answers again: never kept for reuse.
             self.stale_answers += 1
             self.reusable = False
-        self.questions.append((name, rdtype, found.replace("noerror", "no records")))
+        self.questions.append((name, rdtype, found))
         self.expiries.append(answer.expires)
         if rdtype == "TXT" and any(
             b"%" in part
@@ -73,3 +73,10 @@ class LookupTrace:
                     isinstance(part, bytes) and _TIME_MACRO in part.lower() for part in record.value
                 ):
                     self.reusable = False
+
+
+def answer_summary(answer: DnsAnswer) -> str:
+    """What an answer held, in a word or two: "2 records", "nxdomain", "no records"."""
+    if answer.records:
+        return f"{len(answer.records)} records"
+    return answer.rcode.lower().replace("noerror", "no records")

@@ -16,9 +16,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from spfpolicy.evaluation.domains import a_label, a_label_mailbox
+from spfpolicy.evaluation.domains import checked_names
 from spfpolicy.evaluation.query import LookupContext, PyspfQuery, check_host, domainmatch
-from spfpolicy.evaluation.trace import LookupTrace
+from spfpolicy.evaluation.trace import LookupTrace, answer_summary
 from spfpolicy.model import Identity, SpfOutcome, SpfResult
 from spfpolicy.resolver.answers import DnsAnswer, DnsError, Resolver
 
@@ -276,8 +276,7 @@ class _NotingResolver:
         except DnsError as error:
             self.tracer.note(DnsNote(name, rdtype, error.failure.value, None, False))
             raise
-        count = len(answer.records)
-        found = f"{count} records" if count else answer.rcode.lower().replace("noerror", "no data")
+        found = answer_summary(answer)
         remaining = answer.expires - self.tracer.clock() if answer.expires else answer.ttl
         # Sorted: servers rotate the order of a reply's records, and a tree must read the same.
         records = tuple(sorted(_record_text(r.rdtype, r.value) for r in answer.records))
@@ -308,10 +307,7 @@ def traced_check(
     Without the include: cache, whose reused results would leave subtrees out (they cannot
     change the result: evaluation.query)."""
     tracer = Tracer(evaluator.clock)
-    if identity is Identity.HELO:
-        checked_sender, checked_helo = "", a_label(helo)
-    else:
-        checked_sender, checked_helo = (a_label_mailbox(sender) if sender else ""), a_label(helo)
+    checked_sender, checked_helo = checked_names(identity, sender, helo)
     settings = dataclasses.replace(
         evaluator.settings, include_cache=None, query_type=tracer.query_type()
     )

@@ -9,6 +9,7 @@ from spfpolicy.evaluation.evaluator import Evaluation, SpfEvaluator
 from spfpolicy.model import Identity, SpfResult
 from spfpolicy.resolver.answers import DnsFailure
 from spfpolicy.resolver.cache import CachingResolver
+from tests.support.clock import HandClock
 from tests.support.fakedns import FakeResolver
 
 FAR = float("inf")
@@ -23,19 +24,11 @@ ZONE = {
 }
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Setup:
     """Evaluator -> result cache, DNS cache -> fake zone, all on one hand-moved clock."""
 
     def __init__(self, ttl: float = 300.0) -> None:
-        self.clock = Clock()
+        self.clock = HandClock(5000.0)
         self.upstream = FakeResolver(ZONE, {"down.example": DnsFailure.TIMEOUT}, ttl=ttl)
         self.dns = CachingResolver(self.upstream, clock=self.clock)
         self.results = ResultCache(1000, clock=self.clock)

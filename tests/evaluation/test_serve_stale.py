@@ -17,6 +17,7 @@ from spfpolicy.evaluation.snapshot import missing
 from spfpolicy.model import Identity, SpfResult
 from spfpolicy.resolver.answers import AnswerKey, DnsFailure
 from spfpolicy.resolver.cache import FAILURE_TTL, CacheLimits, CachingResolver
+from tests.support.clock import HandClock
 from tests.support.fakedns import FakeResolver, RoundsMultiplexer
 
 FAR = float("inf")
@@ -28,19 +29,11 @@ ZONE = {
 }
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Setup:
     """Evaluator with both result caches -> DNS cache with serve_stale -> fake upstream."""
 
     def __init__(self, serve_stale: float = 3600.0) -> None:
-        self.clock = Clock()
+        self.clock = HandClock(5000.0)
         self.upstream = FakeResolver(ZONE, ttl=TTL)
         limits = CacheLimits(serve_stale=serve_stale)
         self.dns = CachingResolver(self.upstream, limits, clock=self.clock)
@@ -155,7 +148,7 @@ class Rounds:
     """The daemon's way in: over the cache, else prefetch rounds, else a worker's compute()."""
 
     def __init__(self, serve_stale: float = 3600.0) -> None:
-        self.clock = Clock()
+        self.clock = HandClock(5000.0)
         self.upstream = FakeResolver(DEEP, ttl=TTL)
         self.multiplexer = RoundsMultiplexer(self.upstream)
         limits = CacheLimits(serve_stale=serve_stale)

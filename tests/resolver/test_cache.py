@@ -12,18 +12,9 @@ import pytest
 
 from spfpolicy.resolver.answers import DnsAnswer, DnsError, DnsFailure, DnsOutcome, DnsRecord
 from spfpolicy.resolver.cache import FAILURE_TTL, CacheLimits, CachingResolver
+from tests.support.clock import HandClock
 
 FAR = float("inf")
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Upstream:
@@ -54,8 +45,8 @@ class Upstream:
 
 def make(
     limits: CacheLimits | None = None, **upstream: float
-) -> tuple[CachingResolver, Upstream, Clock]:
-    clock = Clock()
+) -> tuple[CachingResolver, Upstream, HandClock]:
+    clock = HandClock()
     source = Upstream(**upstream)
     return CachingResolver(source, limits, clock=clock), source, clock
 
@@ -271,8 +262,8 @@ def a_record(name: str, ttl: float = 300.0) -> DnsAnswer:
     return DnsAnswer((DnsRecord(name, "A", "192.0.2.1"),), ttl)
 
 
-def held() -> tuple[CachingResolver, Upstream, HeldMultiplexer, Clock]:
-    clock = Clock()
+def held() -> tuple[CachingResolver, Upstream, HeldMultiplexer, HandClock]:
+    clock = HandClock()
     multiplexer = HeldMultiplexer()
     upstream = Upstream()
     return (

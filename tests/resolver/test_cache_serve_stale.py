@@ -15,6 +15,7 @@ import pytest
 from spfpolicy.model import NullObserver
 from spfpolicy.resolver.answers import DnsAnswer, DnsError, DnsFailure
 from spfpolicy.resolver.cache import FAILURE_TTL, CacheLimits, CachingResolver
+from tests.support.clock import HandClock
 from tests.support.fakedns import FakeResolver, RoundsMultiplexer
 
 FAR = float("inf")
@@ -27,16 +28,6 @@ ZONE = {
     "other.example": ["A 192.0.2.2"],
     "third.example": ["A 192.0.2.3"],
 }
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class StaleCounter(NullObserver):
@@ -53,7 +44,7 @@ class Setup:
     """A cache with serve_stale in front of a fake upstream that a test takes down and up."""
 
     def __init__(self, serve_stale: float = SERVE_STALE, size: int = 100) -> None:
-        self.clock = Clock()
+        self.clock = HandClock(START)
         self.upstream = FakeResolver(ZONE, ttl=TTL)
         self.observer = StaleCounter()
         limits = CacheLimits(size=size, serve_stale=serve_stale)
